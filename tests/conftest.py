@@ -49,7 +49,9 @@ def load_corpus() -> list[CorpusFile]:
     d = corpus_dir()
     manifest = json.loads((d / "manifest.json").read_text())
     return [
-        CorpusFile(e["file"], (d / e["file"]).read_bytes(), {k: v for k, v in e.items() if k != "file"})
+        CorpusFile(
+            e["file"], (d / e["file"]).read_bytes(), {k: v for k, v in e.items() if k != "file"}
+        )
         for e in manifest
     ]
 
@@ -59,7 +61,12 @@ def generate_reference_decoder() -> types.SimpleNamespace:
     from grpc_tools import protoc  # imported here: only tests need it
 
     GENERATED.mkdir(exist_ok=True)
-    args = ["protoc", f"-I{PROTO_DIR}", f"--python_out={GENERATED}", *(str(PROTO_DIR / p) for p in PROTO_FILES)]
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"--python_out={GENERATED}",
+        *(str(PROTO_DIR / p) for p in PROTO_FILES),
+    ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
     if str(GENERATED) not in sys.path:

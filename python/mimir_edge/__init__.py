@@ -4,8 +4,6 @@ The public API. ``scan_remote_write`` decodes and counts a remote-write body in 
 into the compiled core; ``TokenBucket`` is the core's limiter with Mimir's semantics.
 """
 
-from __future__ import annotations
-
 from mimir_edge._native import (
     DEFAULT_MAX_DECODED_BYTES,
     MAX_BURST,

@@ -2,6 +2,16 @@
 
 from typing import final
 
+__all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "MAX_BURST",
+    "TokenBucket",
+    "WriteStats",
+    "scan_remote_write",
+    "snappy_compress",
+    "snappy_decompress",
+]
+
 DEFAULT_MAX_DECODED_BYTES: int
 MAX_BURST: int
 
@@ -60,4 +70,3 @@ def scan_remote_write(
 ) -> WriteStats: ...
 def snappy_compress(data: bytes, /) -> bytes: ...
 def snappy_decompress(data: bytes, /, *, max_decoded_bytes: int = 33554432) -> bytes: ...
-

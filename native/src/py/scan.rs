@@ -9,6 +9,8 @@ use crate::snappy;
 /// Mimir's default `-distributor.max-recv-msg-size` (100 MiB) is for the compressed body;
 /// 32 MiB decoded is what Prometheus senders stay far below.
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 32 << 20;
+// The signatures below spell the default as a literal so Python's introspection shows it.
+const _: () = assert!(DEFAULT_MAX_DECODED_BYTES == 33554432);
 
 /// Counts from one remote-write request (immutable).
 #[pyclass(frozen, get_all, eq, hash, module = "mimir_edge._native")]
@@ -82,7 +84,7 @@ impl WriteStats {
 
 /// Decode and count one remote-write body. The GIL is released while it runs.
 #[pyfunction]
-#[pyo3(signature = (body, /, *, content_encoding = "snappy", content_type = None, max_decoded_bytes = DEFAULT_MAX_DECODED_BYTES))]
+#[pyo3(signature = (body, /, *, content_encoding = "snappy", content_type = None, max_decoded_bytes = 33554432))]
 pub fn scan_remote_write(
     py: Python<'_>,
     body: &[u8],
@@ -106,7 +108,7 @@ pub fn snappy_compress<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py,
 
 /// Decompress one snappy block, refusing (before allocating) more than `max_decoded_bytes`.
 #[pyfunction]
-#[pyo3(signature = (data, /, *, max_decoded_bytes = DEFAULT_MAX_DECODED_BYTES))]
+#[pyo3(signature = (data, /, *, max_decoded_bytes = 33554432))]
 pub fn snappy_decompress<'py>(
     py: Python<'py>,
     data: &[u8],
