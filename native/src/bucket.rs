@@ -26,7 +26,10 @@ pub enum LimitError {
 impl fmt::Display for LimitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadRate(r) => write!(f, "invalid rate {r}: must be a number >= 0 (inf for unlimited)"),
+            Self::BadRate(r) => write!(
+                f,
+                "invalid rate {r}: must be a number >= 0 (inf for unlimited)"
+            ),
         }
     }
 }
@@ -60,7 +63,10 @@ impl Limit {
     }
 
     pub const fn unlimited() -> Self {
-        Self { rate: None, burst: 0 }
+        Self {
+            rate: None,
+            burst: 0,
+        }
     }
 
     pub const fn is_unlimited(&self) -> bool {
@@ -90,7 +96,9 @@ pub enum Decision {
     Allow,
     /// Denied; `retry_after_ns` is when `n` tokens will be there, `None` if never
     /// (`n > burst`, or a zero rate with too few tokens left).
-    Deny { retry_after_ns: Option<u64> },
+    Deny {
+        retry_after_ns: Option<u64>,
+    },
 }
 
 /// A bucket's state. 16 bytes of plain integers, so it can live in shared memory.
@@ -198,9 +206,19 @@ mod tests {
         let l = limit(10.0, 100);
         let mut b = Bucket::full(l, 0);
         assert_eq!(b.take(l, 0, 100), Decision::Allow);
-        assert_eq!(b.take(l, 0, 1), Decision::Deny { retry_after_ns: Some(SEC / 10) });
+        assert_eq!(
+            b.take(l, 0, 1),
+            Decision::Deny {
+                retry_after_ns: Some(SEC / 10)
+            }
+        );
         // 1 s later: 10 tokens.
-        assert_eq!(b.take(l, SEC, 11), Decision::Deny { retry_after_ns: Some(SEC / 10) });
+        assert_eq!(
+            b.take(l, SEC, 11),
+            Decision::Deny {
+                retry_after_ns: Some(SEC / 10)
+            }
+        );
         assert_eq!(b.take(l, SEC, 10), Decision::Allow);
         // Refill caps at burst.
         assert_eq!(b.tokens(l, 1000 * SEC), 100.0);
@@ -210,9 +228,24 @@ mod tests {
     fn more_than_burst_never_passes() {
         let l = limit(1e6, 50);
         let mut b = Bucket::full(l, 0);
-        assert_eq!(b.take(l, 0, 51), Decision::Deny { retry_after_ns: None });
-        assert_eq!(b.take(l, u64::MAX, 51), Decision::Deny { retry_after_ns: None });
-        assert_eq!(b.take(l, 0, u64::MAX), Decision::Deny { retry_after_ns: None });
+        assert_eq!(
+            b.take(l, 0, 51),
+            Decision::Deny {
+                retry_after_ns: None
+            }
+        );
+        assert_eq!(
+            b.take(l, u64::MAX, 51),
+            Decision::Deny {
+                retry_after_ns: None
+            }
+        );
+        assert_eq!(
+            b.take(l, 0, u64::MAX),
+            Decision::Deny {
+                retry_after_ns: None
+            }
+        );
     }
 
     #[test]
@@ -228,7 +261,12 @@ mod tests {
         let l = limit(0.0, 5);
         let mut b = Bucket::full(l, 0);
         assert_eq!(b.take(l, 0, 3), Decision::Allow);
-        assert_eq!(b.take(l, 10 * SEC, 3), Decision::Deny { retry_after_ns: None });
+        assert_eq!(
+            b.take(l, 10 * SEC, 3),
+            Decision::Deny {
+                retry_after_ns: None
+            }
+        );
         assert_eq!(b.take(l, 10 * SEC, 2), Decision::Allow);
     }
 
@@ -239,7 +277,12 @@ mod tests {
         let mut b = Bucket::full(l, 0);
         assert_eq!(b.take(l, 0, 1), Decision::Allow);
         // One nano-token short; at 0.5 token/s a nano-token takes 2 ns.
-        assert_eq!(b.take(l, 2 * SEC - 1, 1), Decision::Deny { retry_after_ns: Some(2) });
+        assert_eq!(
+            b.take(l, 2 * SEC - 1, 1),
+            Decision::Deny {
+                retry_after_ns: Some(2)
+            }
+        );
         assert_eq!(b.take(l, 2 * SEC, 1), Decision::Allow);
     }
 

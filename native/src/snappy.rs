@@ -80,7 +80,9 @@ pub(crate) fn check_limit(n: usize, limit: u64) -> Result<()> {
 fn compression_error(e: snap::Error) -> Error {
     use snap::Error as S;
     let detail = match e {
-        S::TooBig { given, max } => format!("declared length {given} exceeds snappy's maximum {max}"),
+        S::TooBig { given, max } => {
+            format!("declared length {given} exceeds snappy's maximum {max}")
+        }
         S::BufferTooSmall { given, min } => {
             format!("output buffer of {given} bytes, {min} needed")
         }
@@ -90,7 +92,11 @@ fn compression_error(e: snap::Error) -> Error {
             expected_len,
             got_len,
         } => format!("declared length {expected_len} but data decodes to {got_len} bytes"),
-        S::Literal { len, src_len, dst_len } => format!(
+        S::Literal {
+            len,
+            src_len,
+            dst_len,
+        } => format!(
             "literal of {len} bytes overruns the input ({src_len} left) or output ({dst_len} left)"
         ),
         S::CopyRead { len, src_len } => {
@@ -124,7 +130,13 @@ mod tests {
         let mut body = vec![0xff, 0xff, 0xff, 0xff, 0x0f];
         body.extend(std::iter::repeat_n(0u8, 10_000));
         let err = decompress(&body, 32 << 20);
-        assert!(matches!(err, Err(Error::TooLarge { declared: 4_294_967_295, .. })));
+        assert!(matches!(
+            err,
+            Err(Error::TooLarge {
+                declared: 4_294_967_295,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -116,18 +116,32 @@ impl<'a> Reader<'a> {
         for i in 0..10u32 {
             let b = match self.buf.get(self.pos) {
                 Some(&b) if self.pos < self.end => b,
-                _ => return Err(Error::proto(ProtoFault::Truncated, start, "varint runs past the end of its message")),
+                _ => {
+                    return Err(Error::proto(
+                        ProtoFault::Truncated,
+                        start,
+                        "varint runs past the end of its message",
+                    ))
+                }
             };
             self.pos += 1;
             if i == 9 && b > 1 {
-                return Err(Error::proto(ProtoFault::BadVarint, start, "varint overflows 64 bits"));
+                return Err(Error::proto(
+                    ProtoFault::BadVarint,
+                    start,
+                    "varint overflows 64 bits",
+                ));
             }
             value |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(value);
             }
         }
-        Err(Error::proto(ProtoFault::BadVarint, start, "varint longer than 10 bytes"))
+        Err(Error::proto(
+            ProtoFault::BadVarint,
+            start,
+            "varint longer than 10 bytes",
+        ))
     }
 
     /// The next field key.
@@ -139,14 +153,26 @@ impl<'a> Reader<'a> {
         // Truncation to u8 is exact: the value is masked to three bits.
         let wire_type = (key & 7) as u8;
         if field == 0 || field > MAX_FIELD {
-            return Err(Error::proto(ProtoFault::InvalidTag, at, "invalid field number"));
+            return Err(Error::proto(
+                ProtoFault::InvalidTag,
+                at,
+                "invalid field number",
+            ));
         }
         if wire_type > WT_FIXED32 {
-            return Err(Error::proto(ProtoFault::InvalidTag, at, "invalid wire type"));
+            return Err(Error::proto(
+                ProtoFault::InvalidTag,
+                at,
+                "invalid wire type",
+            ));
         }
         // Checked above: field fits in 29 bits.
         let field = u32::try_from(field).unwrap_or(u32::MAX);
-        Ok(Tag { field, wire_type, at })
+        Ok(Tag {
+            field,
+            wire_type,
+            at,
+        })
     }
 
     /// A length-delimited value; the reader moves past it.
@@ -165,12 +191,19 @@ impl<'a> Reader<'a> {
         }
         // len <= room, which is a usize.
         self.pos = start + len as usize;
-        Ok(Span { start, end: self.pos })
+        Ok(Span {
+            start,
+            end: self.pos,
+        })
     }
 
     fn advance(&mut self, n: usize, at: usize) -> Result<()> {
         if self.end - self.pos < n {
-            return Err(Error::proto(ProtoFault::Truncated, at, "fixed-width field runs past the end of its message"));
+            return Err(Error::proto(
+                ProtoFault::Truncated,
+                at,
+                "fixed-width field runs past the end of its message",
+            ));
         }
         self.pos += n;
         Ok(())
@@ -184,7 +217,11 @@ impl<'a> Reader<'a> {
             WT_LEN => self.len_delim().map(drop),
             WT_FIXED32 => self.advance(4, tag.at),
             // Groups: deprecated, and never part of remote write.
-            _ => Err(Error::proto(ProtoFault::WrongWireType, tag.at, "groups are not supported")),
+            _ => Err(Error::proto(
+                ProtoFault::WrongWireType,
+                tag.at,
+                "groups are not supported",
+            )),
         }
     }
 
@@ -216,7 +253,11 @@ impl<'a> Reader<'a> {
 
     /// Walk the rest of this message, checking each known field's wire type with
     /// `allowed(field) -> Option<bitmask of wire types>` (None: unknown field, any type).
-    pub fn check_fields(&mut self, allowed: impl Fn(u32) -> Option<u8>, what: &'static str) -> Result<()> {
+    pub fn check_fields(
+        &mut self,
+        allowed: impl Fn(u32) -> Option<u8>,
+        what: &'static str,
+    ) -> Result<()> {
         while self.has_more() {
             let tag = self.tag()?;
             if let Some(mask) = allowed(tag.field) {
@@ -248,7 +289,9 @@ mod tests {
 
     #[test]
     fn varints() {
-        let mut r = Reader::new(&[0x96, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        let mut r = Reader::new(&[
+            0x96, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ]);
         assert_eq!(r.varint(), Ok(150));
         assert_eq!(r.varint(), Ok(0));
         assert_eq!(r.varint(), Ok(u64::MAX));
@@ -257,26 +300,47 @@ mod tests {
 
     #[test]
     fn varint_faults() {
-        assert_eq!(err_of(Reader::new(&[0x80; 11]).varint()), (ProtoFault::BadVarint, 0));
         assert_eq!(
-            err_of(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varint()),
+            err_of(Reader::new(&[0x80; 11]).varint()),
             (ProtoFault::BadVarint, 0)
         );
-        assert_eq!(err_of(Reader::new(&[0x80, 0x80]).varint()), (ProtoFault::Truncated, 0));
+        assert_eq!(
+            err_of(
+                Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varint()
+            ),
+            (ProtoFault::BadVarint, 0)
+        );
+        assert_eq!(
+            err_of(Reader::new(&[0x80, 0x80]).varint()),
+            (ProtoFault::Truncated, 0)
+        );
     }
 
     #[test]
     fn tag_faults() {
-        assert_eq!(err_of(Reader::new(&[0x00]).tag()), (ProtoFault::InvalidTag, 0));
-        assert_eq!(err_of(Reader::new(&[0x0e]).tag()), (ProtoFault::InvalidTag, 0));
-        assert_eq!(err_of(Reader::new(&[0x0f]).tag()), (ProtoFault::InvalidTag, 0));
+        assert_eq!(
+            err_of(Reader::new(&[0x00]).tag()),
+            (ProtoFault::InvalidTag, 0)
+        );
+        assert_eq!(
+            err_of(Reader::new(&[0x0e]).tag()),
+            (ProtoFault::InvalidTag, 0)
+        );
+        assert_eq!(
+            err_of(Reader::new(&[0x0f]).tag()),
+            (ProtoFault::InvalidTag, 0)
+        );
     }
 
     #[test]
     fn length_longer_than_message() {
         let buf = [0x0a, 0x05, 1, 2, 3];
         let mut r = Reader::new(&buf);
-        let tag = r.tag().unwrap_or(Tag { field: 0, wire_type: 0, at: 0 });
+        let tag = r.tag().unwrap_or(Tag {
+            field: 0,
+            wire_type: 0,
+            at: 0,
+        });
         assert_eq!(tag.field, 1);
         assert_eq!(err_of(r.len_delim()), (ProtoFault::Truncated, 1));
     }
@@ -296,9 +360,17 @@ mod tests {
     #[test]
     fn skips_each_wire_type() {
         // varint, fixed64, len, fixed32
-        let buf = [0x08, 0x01, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0x1a, 0x01, 0x00, 0x25, 0, 0, 0, 0];
+        let buf = [
+            0x08, 0x01, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0x1a, 0x01, 0x00, 0x25, 0, 0, 0, 0,
+        ];
         assert_eq!(Reader::new(&buf).skip_all(), Ok(()));
-        assert_eq!(err_of(Reader::new(&[0x0b]).skip_all()), (ProtoFault::WrongWireType, 0));
-        assert_eq!(err_of(Reader::new(&[0x11, 0, 0]).skip_all()), (ProtoFault::Truncated, 0));
+        assert_eq!(
+            err_of(Reader::new(&[0x0b]).skip_all()),
+            (ProtoFault::WrongWireType, 0)
+        );
+        assert_eq!(
+            err_of(Reader::new(&[0x11, 0, 0]).skip_all()),
+            (ProtoFault::Truncated, 0)
+        );
     }
 }

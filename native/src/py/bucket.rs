@@ -26,7 +26,9 @@ fn limit(rate: f64, burst: u64) -> PyResult<Limit> {
 impl TokenBucket {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while the lock is held; recover the state if that ever changes.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -90,6 +92,10 @@ impl TokenBucket {
 
     fn __repr__(&self) -> String {
         let s = self.lock();
-        format!("TokenBucket(rate={}, burst={})", s.limit.rate(), s.limit.burst())
+        format!(
+            "TokenBucket(rate={}, burst={})",
+            s.limit.rate(),
+            s.limit.burst()
+        )
     }
 }

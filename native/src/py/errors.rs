@@ -23,7 +23,9 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
         let get = |name: &str| -> PyResult<Py<PyType>> {
             Ok(module
                 .getattr(name)
-                .map_err(|_| PyImportError::new_err(format!("mimir_edge.errors.{name} is missing")))?
+                .map_err(|_| {
+                    PyImportError::new_err(format!("mimir_edge.errors.{name} is missing"))
+                })?
                 .cast_into::<PyType>()?
                 .unbind())
         };
@@ -49,7 +51,10 @@ impl From<Error> for PyErr {
                 ErrorClass::Protobuf => &classes.protobuf,
                 ErrorClass::Unsupported => &classes.unsupported,
             };
-            match class.bind(py).call1((e.to_string(), e.reason(), e.offset())) {
+            match class
+                .bind(py)
+                .call1((e.to_string(), e.reason(), e.offset()))
+            {
                 Ok(instance) => PyErr::from_value(instance),
                 Err(err) => err,
             }

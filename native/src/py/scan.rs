@@ -77,7 +77,11 @@ impl WriteStats {
     }
 
     fn __repr__(&self) -> String {
-        let body: Vec<String> = self.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let body: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("WriteStats({})", body.join(", "))
     }
 }

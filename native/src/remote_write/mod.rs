@@ -126,9 +126,16 @@ impl Protocol {
 }
 
 /// Decode (if snappy) and scan a body; the whole request path in one call.
-pub fn scan(body: &[u8], encoding: Encoding, protocol: Protocol, max_decoded_bytes: u64) -> Result<WriteStats> {
+pub fn scan(
+    body: &[u8],
+    encoding: Encoding,
+    protocol: Protocol,
+    max_decoded_bytes: u64,
+) -> Result<WriteStats> {
     match encoding {
-        Encoding::Snappy => snappy::with_decoded(body, max_decoded_bytes, |raw| scan_decoded(raw, protocol)),
+        Encoding::Snappy => {
+            snappy::with_decoded(body, max_decoded_bytes, |raw| scan_decoded(raw, protocol))
+        }
         Encoding::Identity => {
             snappy::check_limit(body.len(), max_decoded_bytes)?;
             scan_decoded(body, protocol)
@@ -190,11 +197,34 @@ mod tests {
         assert_eq!(ok(None), Ok(Protocol::V1));
         assert_eq!(ok(Some("")), Ok(Protocol::V1));
         assert_eq!(ok(Some("application/x-protobuf")), Ok(Protocol::V1));
-        assert_eq!(ok(Some("Application/X-Protobuf; proto=prometheus.WriteRequest")), Ok(Protocol::V1));
-        assert_eq!(ok(Some("application/x-protobuf;proto=io.prometheus.write.v2.Request")), Ok(Protocol::V2));
-        assert_eq!(ok(Some("application/x-protobuf; charset=utf-8; proto=\"io.prometheus.write.v2.Request\"")), Ok(Protocol::V2));
-        for bad in ["application/json", "text/plain", "application/x-protobuf;proto=foo.Bar", "application/x-protobuf;junk"] {
-            assert!(matches!(ok(Some(bad)), Err(Error::UnsupportedContentType(_))), "{bad}");
+        assert_eq!(
+            ok(Some(
+                "Application/X-Protobuf; proto=prometheus.WriteRequest"
+            )),
+            Ok(Protocol::V1)
+        );
+        assert_eq!(
+            ok(Some(
+                "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+            )),
+            Ok(Protocol::V2)
+        );
+        assert_eq!(
+            ok(Some(
+                "application/x-protobuf; charset=utf-8; proto=\"io.prometheus.write.v2.Request\""
+            )),
+            Ok(Protocol::V2)
+        );
+        for bad in [
+            "application/json",
+            "text/plain",
+            "application/x-protobuf;proto=foo.Bar",
+            "application/x-protobuf;junk",
+        ] {
+            assert!(
+                matches!(ok(Some(bad)), Err(Error::UnsupportedContentType(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -203,8 +233,14 @@ mod tests {
         assert_eq!(Encoding::parse("snappy"), Ok(Encoding::Snappy));
         assert_eq!(Encoding::parse(" SNAPPY "), Ok(Encoding::Snappy));
         assert_eq!(Encoding::parse("identity"), Ok(Encoding::Identity));
-        assert!(matches!(Encoding::parse("gzip"), Err(Error::UnsupportedEncoding(_))));
-        assert!(matches!(Encoding::parse(""), Err(Error::UnsupportedEncoding(_))));
+        assert!(matches!(
+            Encoding::parse("gzip"),
+            Err(Error::UnsupportedEncoding(_))
+        ));
+        assert!(matches!(
+            Encoding::parse(""),
+            Err(Error::UnsupportedEncoding(_))
+        ));
     }
 
     #[test]
@@ -212,7 +248,10 @@ mod tests {
         let body = [0u8; 100];
         assert_eq!(
             scan(&body, Encoding::Identity, Protocol::V1, 99),
-            Err(Error::TooLarge { declared: 100, limit: 99 })
+            Err(Error::TooLarge {
+                declared: 100,
+                limit: 99
+            })
         );
     }
 }

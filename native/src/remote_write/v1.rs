@@ -45,82 +45,106 @@ pub fn scan(raw: &[u8]) -> Result<WriteStats> {
     Ok(stats)
 }
 
+/// One `TimeSeries`. Runs of labels and samples in the encoding every Prometheus-compatible
+/// sender produces take a fast path; any other element takes the general path, which
+/// checks everything, and the fast paths resume after it.
 #[inline(always)]
 fn series(parent: &Reader<'_>, span: Span, stats: &mut WriteStats) -> Result<()> {
-    let mut r = parent.nested(span);
+    let buf = parent.buf();
+    let (mut pos, end) = (span.start, span.end);
     let mut labels = 0u64;
-    while r.has_more() {
-        // Fast paths for the encodings every Prometheus-compatible sender produces; anything
-        // else takes the general path below, which checks everything.
-        let rest = r.rest();
-        if let Some((name, value, used)) = canonical_label(rest) {
-            stats.label_lengths(name, value);
+    let (mut max_name, mut max_value) = (0usize, 0usize);
+    loop {
+        while let Some((name, value, next)) = canonical_label(buf, pos, end) {
+            max_name = max_name.max(name);
+            max_value = max_value.max(value);
             labels += 1;
-            r.consume(used);
-            continue;
+            pos = next;
         }
-        if let Some(used) = canonical_sample(rest) {
+        while let Some(next) = canonical_sample(buf, pos, end) {
             stats.samples += 1;
-            r.consume(used);
-            continue;
+            pos = next;
         }
-        let tag = r.tag()?;
-        match tag.field {
-            1 => {
-                let span = r.message(tag, "TimeSeries.labels must be length-delimited")?;
-                let (name, value) = label(&r, span)?;
-                stats.label_lengths(name, value);
-                labels += 1;
-            }
-            2 => {
-                let span = r.message(tag, "TimeSeries.samples must be length-delimited")?;
-                sample(&r, span)?;
-                stats.samples += 1;
-            }
-            3 => {
-                let span = r.message(tag, "TimeSeries.exemplars must be length-delimited")?;
-                exemplar(&r, span)?;
-                stats.exemplars += 1;
-            }
-            4 => {
-                let span = r.message(tag, "TimeSeries.histograms must be length-delimited")?;
-                histogram(&r, span)?;
-                stats.histograms += 1;
-            }
-            _ => r.skip(tag)?,
+        while let Some(next) = canonical_exemplar(buf, pos, end) {
+            stats.exemplars += 1;
+            pos = next;
         }
+        if pos >= end {
+            break;
+        }
+        let mut r = parent.nested(Span { start: pos, end });
+        element(&mut r, stats, &mut labels)?;
+        pos = r.pos();
     }
+    stats.label_lengths(max_name, max_value);
     stats.end_series(labels);
     Ok(())
 }
 
-/// `0a LL 0a NN <name> 12 VV <value>` with one-byte lengths: a label as every encoder writes
-/// it. Returns (name length, value length, bytes used) only if the framing is exactly that.
+/// One field of a `TimeSeries`, checked in full.
+fn element(r: &mut Reader<'_>, stats: &mut WriteStats, labels: &mut u64) -> Result<()> {
+    let tag = r.tag()?;
+    match tag.field {
+        1 => {
+            let span = r.message(tag, "TimeSeries.labels must be length-delimited")?;
+            let (name, value) = label(r, span)?;
+            stats.label_lengths(name, value);
+            *labels += 1;
+        }
+        2 => {
+            let span = r.message(tag, "TimeSeries.samples must be length-delimited")?;
+            sample(r, span)?;
+            stats.samples += 1;
+        }
+        3 => {
+            let span = r.message(tag, "TimeSeries.exemplars must be length-delimited")?;
+            exemplar(r, span)?;
+            stats.exemplars += 1;
+        }
+        4 => {
+            let span = r.message(tag, "TimeSeries.histograms must be length-delimited")?;
+            histogram(r, span)?;
+            stats.histograms += 1;
+        }
+        _ => r.skip(tag)?,
+    }
+    Ok(())
+}
+
+/// `0a LL 0a NN <name> 12 VV <value>` with one-byte lengths at `pos`: a label as every
+/// encoder writes it. Returns (name length, value length, next position) only if the framing
+/// is exactly that and fits before `end`.
 #[inline(always)]
-fn canonical_label(b: &[u8]) -> Option<(usize, usize, usize)> {
-    let (&[0x0a, ll, 0x0a, nn], rest) = b.split_first_chunk::<4>()? else {
+fn canonical_label(buf: &[u8], pos: usize, end: usize) -> Option<(usize, usize, usize)> {
+    let head = u32::from_le_bytes(*buf.get(pos..end)?.first_chunk::<4>()?);
+    // Bytes 0 and 2 are 0x0a (field 1, length-delimited); bytes 1 and 3 are below 0x80.
+    if head & 0x80ff_80ff != 0x000a_000a {
         return None;
-    };
-    let (ll, nn) = (usize::from(ll), usize::from(nn));
-    if ll >= 0x80 || nn >= 0x80 || ll < nn + 4 || rest.len() < ll - 2 {
+    }
+    let ll = ((head >> 8) & 0xff) as usize;
+    let nn = (head >> 24) as usize;
+    let next = pos + 2 + ll;
+    if next > end || ll < nn + 4 {
         return None;
     }
     let vv = ll - nn - 4;
-    match rest.get(nn..nn + 2) {
-        Some(&[0x12, v]) if usize::from(v) == vv => Some((nn, vv, ll + 2)),
+    match buf.get(pos + 4 + nn..pos + 6 + nn) {
+        Some(&[0x12, v]) if usize::from(v) == vv => Some((nn, vv, next)),
         _ => None,
     }
 }
 
-/// `12 LL 09 <8 bytes> [10 <varint>]`: a sample (value, then timestamp if not zero).
+/// `12 LL 09 <8 bytes> [10 <varint>]` at `pos`: a sample (value, then timestamp unless 0).
+/// Returns the next position.
 #[inline(always)]
-fn canonical_sample(b: &[u8]) -> Option<usize> {
+fn canonical_sample(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
+    let b = buf.get(pos..end)?;
     let (&[0x12, ll, 0x09], rest) = b.split_first_chunk::<3>()? else {
         return None;
     };
     let ll = usize::from(ll);
     if ll == 9 {
-        return (rest.len() >= 8).then_some(11);
+        return (rest.len() >= 8).then_some(pos + 11);
     }
     if !(12..=20).contains(&ll) || rest.len() < ll - 1 || rest.get(8) != Some(&0x10) {
         return None;
@@ -128,7 +152,35 @@ fn canonical_sample(b: &[u8]) -> Option<usize> {
     // The timestamp varint must end exactly at the end of the sample.
     let ts = rest.get(9..ll - 1)?;
     let (last, body) = ts.split_last()?;
-    (*last < 0x80 && body.iter().all(|&x| x >= 0x80)).then_some(ll + 2)
+    (*last < 0x80 && body.iter().all(|&x| x >= 0x80)).then_some(pos + ll + 2)
+}
+
+/// `1a LL <canonical labels> [11 <8 bytes>] [18 <varint>]` at `pos`, with a one-byte length:
+/// an exemplar. Returns the next position.
+#[inline(always)]
+fn canonical_exemplar(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
+    let &[0x1a, ll] = buf.get(pos..end)?.first_chunk::<2>()? else {
+        return None;
+    };
+    let next = pos + 2 + usize::from(ll);
+    if ll >= 0x80 || next > end {
+        return None;
+    }
+    let mut p = pos + 2;
+    while let Some((_, _, after)) = canonical_label(buf, p, next) {
+        p = after;
+    }
+    if buf.get(p) == Some(&0x11) && p + 9 <= next {
+        p += 9;
+    }
+    if p < next {
+        let (&tag, ts) = buf.get(p..next)?.split_first()?;
+        let (last, body) = ts.split_last()?;
+        if tag != 0x18 || ts.len() > 10 || *last >= 0x80 || body.iter().any(|&x| x < 0x80) {
+            return None;
+        }
+    }
+    Some(next)
 }
 
 /// Returns the byte lengths of the label's name and value (the last of each, as protobuf
@@ -141,7 +193,11 @@ fn label(parent: &Reader<'_>, span: Span) -> Result<(usize, usize)> {
         let tag = r.tag()?;
         match tag.field {
             1 => name = r.message(tag, "Label.name must be length-delimited")?.len(),
-            2 => value = r.message(tag, "Label.value must be length-delimited")?.len(),
+            2 => {
+                value = r
+                    .message(tag, "Label.value must be length-delimited")?
+                    .len()
+            }
             _ => r.skip(tag)?,
         }
     }
@@ -180,4 +236,68 @@ fn metadata(parent: &Reader<'_>, span: Span) -> Result<()> {
         },
         "wrong wire type in MetricMetadata",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ProtoFault};
+
+    fn series(inner: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x0a, u8::try_from(inner.len()).unwrap_or(0)];
+        b.extend_from_slice(inner);
+        b
+    }
+
+    fn fault(r: Result<WriteStats>) -> Option<(ProtoFault, usize)> {
+        match r {
+            Err(Error::Protobuf { fault, offset, .. }) => Some((fault, offset)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn canonical_label_is_counted() {
+        // label a="bc", sample value 0 with timestamp 5
+        let body = series(&[
+            0x0a, 0x07, 0x0a, 0x01, b'a', 0x12, 0x02, b'b', b'c', 0x12, 0x0b, 0x09, 0, 0, 0, 0, 0,
+            0, 0, 0, 0x10, 0x05,
+        ]);
+        let s = scan(&body).unwrap_or_default();
+        assert_eq!((s.series, s.label_pairs, s.samples), (1, 1, 1));
+        assert_eq!((s.max_label_name_length, s.max_label_value_length), (1, 2));
+    }
+
+    #[test]
+    fn near_misses_of_the_fast_path_take_the_checked_path() {
+        // The value length byte lies (says 2, one byte left): the label is truncated.
+        let body = series(&[0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x02, b'b']);
+        assert_eq!(fault(scan(&body)), Some((ProtoFault::Truncated, 8)));
+        // An unknown field inside the label: not canonical, but valid.
+        let body = series(&[0x0a, 0x08, 0x0a, 0x01, b'a', 0x18, 0x01, 0x12, 0x01, b'b']);
+        let s = scan(&body).unwrap_or_default();
+        assert_eq!((s.label_pairs, s.max_label_value_length), (1, 1));
+        // A sample whose timestamp varint ends early: the tail is an invalid field.
+        let body = series(&[0x12, 0x0c, 0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x05, 0x00]);
+        assert_eq!(fault(scan(&body)), Some((ProtoFault::InvalidTag, 15)));
+        // A sample value carried as a varint: wrong wire type.
+        let body = series(&[0x12, 0x02, 0x08, 0x01]);
+        assert_eq!(fault(scan(&body)), Some((ProtoFault::WrongWireType, 4)));
+    }
+
+    #[test]
+    fn exemplar_fast_path_checks_its_tail() {
+        // exemplar { labels {t="x"}, value, timestamp 1 }
+        let ok = series(&[
+            0x1a, 0x13, 0x0a, 0x06, 0x0a, 0x01, b't', 0x12, 0x01, b'x', 0x11, 0, 0, 0, 0, 0, 0, 0,
+            0, 0x18, 0x01,
+        ]);
+        assert_eq!(scan(&ok).map(|s| s.exemplars), Ok(1));
+        // Timestamp tag with a wrong wire type.
+        let bad = series(&[
+            0x1a, 0x13, 0x0a, 0x06, 0x0a, 0x01, b't', 0x12, 0x01, b'x', 0x11, 0, 0, 0, 0, 0, 0, 0,
+            0, 0x1a, 0x00,
+        ]);
+        assert_eq!(fault(scan(&bad)), Some((ProtoFault::WrongWireType, 21)));
+    }
 }

@@ -95,7 +95,13 @@ impl<'b> Scan<'_, 'b> {
             .ok()
             .and_then(|i| self.symbols.get(i))
             .copied()
-            .ok_or_else(|| Error::proto(ProtoFault::BadSymbolRef, at, "symbol reference out of range"))
+            .ok_or_else(|| {
+                Error::proto(
+                    ProtoFault::BadSymbolRef,
+                    at,
+                    "symbol reference out of range",
+                )
+            })
     }
 
     fn series(&mut self, parent: &Reader<'b>, span: Span) -> Result<()> {
@@ -144,7 +150,11 @@ impl<'b> Scan<'_, 'b> {
                     self.metadata(&r, span, metric_name)?;
                 }
                 6 => {
-                    r.expect(tag, WT_VARINT, "TimeSeries.created_timestamp must be a varint")?;
+                    r.expect(
+                        tag,
+                        WT_VARINT,
+                        "TimeSeries.created_timestamp must be a varint",
+                    )?;
                     r.skip(tag)?;
                 }
                 _ => r.skip(tag)?,
@@ -219,14 +229,20 @@ impl<'b> Scan<'_, 'b> {
         }
         let family = family_name(metric_name, kind);
         if !family.is_empty() && (described || kind != 0) {
-            self.metadata.get_or_insert_with(HashSet::new).insert(family);
+            self.metadata
+                .get_or_insert_with(HashSet::new)
+                .insert(family);
         }
         Ok(())
     }
 }
 
 fn odd_refs(tag: Tag) -> Error {
-    Error::proto(ProtoFault::OddLabelRefs, tag.at, "odd number of label references")
+    Error::proto(
+        ProtoFault::OddLabelRefs,
+        tag.at,
+        "odd number of label references",
+    )
 }
 
 /// The metric family a series belongs to: its name without the suffixes its type adds.
