@@ -21,6 +21,10 @@ use super::WriteStats;
 use crate::error::{Error, ProtoFault, Result};
 use crate::wire::{Reader, Span, Tag, WT_FIXED64, WT_VARINT};
 
+/// Mimir accepts `labels_refs` only packed; it refuses a lone varint as an odd number of
+/// refs, this core as a wrong wire type, which says more.
+const PACKED: &str = "labels_refs must be packed varints";
+
 thread_local! {
     static SYMBOLS: RefCell<Vec<Span>> = const { RefCell::new(Vec::new()) };
 }
@@ -112,8 +116,7 @@ impl<'b> Scan<'_, 'b> {
             let tag = r.tag()?;
             match tag.field {
                 1 => {
-                    let refs = self.packed_refs(&r, tag)?;
-                    r.skip(tag)?;
+                    let refs = r.message(tag, PACKED)?;
                     let mut p = r.nested(refs);
                     let mut n = 0u64;
                     while p.has_more() {
@@ -164,24 +167,13 @@ impl<'b> Scan<'_, 'b> {
         Ok(())
     }
 
-    /// The span of a packed `labels_refs` field, without moving `r`. Mimir accepts only
-    /// the packed form (a lone varint is refused as an odd number of refs).
-    fn packed_refs(&self, r: &Reader<'b>, tag: Tag) -> Result<Span> {
-        if tag.wire_type == WT_VARINT {
-            return Err(odd_refs(tag));
-        }
-        let mut peek = *r;
-        peek.message(tag, "labels_refs must be packed varints")
-    }
-
     fn exemplar(&mut self, parent: &Reader<'b>, span: Span) -> Result<()> {
         let mut r = parent.nested(span);
         while r.has_more() {
             let tag = r.tag()?;
             match tag.field {
                 1 => {
-                    let refs = self.packed_refs(&r, tag)?;
-                    r.skip(tag)?;
+                    let refs = r.message(tag, PACKED)?;
                     let mut p = r.nested(refs);
                     let mut n = 0u64;
                     while p.has_more() {
