@@ -109,3 +109,11 @@ def test_cli_scan_reports_bad_bodies_and_exits_1() -> None:
     )
     assert proc.returncode == 1
     assert b"decoded body too large:" in proc.stderr
+
+
+def test_demo_counts_and_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "remote write 2.0" in out
+    assert "HTTP 429" in out
+    assert "Retry-After on denies" in out

@@ -1,7 +1,8 @@
 """The ``mimir-edge`` command.
 
-Subcommands grow with the project; ``scan`` decodes and counts remote-write bodies the way
-the edge charges them, which is how an operator checks a captured push.
+Subcommands grow with the project: ``scan`` decodes and counts remote-write bodies the way
+the edge charges them, which is how an operator checks a captured push; ``demo`` does the
+same on built-in pushes and replays a tenant over its limit.
 """
 
 from __future__ import annotations
@@ -103,7 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     scan.set_defaults(func=_scan)
+
+    demo = sub.add_parser(
+        "demo",
+        help="count built-in pushes and replay a tenant over its limit (no files needed)",
+        description="Encode remote write 1.0 and 2.0 pushes, count them as the edge charges "
+        "them, and replay a tenant pushing at twice its limit through the token bucket.",
+    )
+    demo.set_defaults(func=lambda _args: _demo())
     return parser
+
+
+def _demo() -> int:
+    from mimir_edge.demo import run  # the encoder is only needed here
+
+    return run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
