@@ -151,8 +151,7 @@ fn canonical_sample(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
     }
     // The timestamp varint must end exactly at the end of the sample.
     let ts = rest.get(9..ll - 1)?;
-    let (last, body) = ts.split_last()?;
-    (*last < 0x80 && body.iter().all(|&x| x >= 0x80)).then_some(pos + ll + 2)
+    canonical_varint(ts).then_some(pos + ll + 2)
 }
 
 /// `1a LL <canonical labels> [11 <8 bytes>] [18 <varint>]` at `pos`, with a one-byte length:
@@ -175,12 +174,24 @@ fn canonical_exemplar(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
     }
     if p < next {
         let (&tag, ts) = buf.get(p..next)?.split_first()?;
-        let (last, body) = ts.split_last()?;
-        if tag != 0x18 || ts.len() > 10 || *last >= 0x80 || body.iter().any(|&x| x < 0x80) {
+        if tag != 0x18 || !canonical_varint(ts) {
             return None;
         }
     }
     Some(next)
+}
+
+/// `v` is exactly one varint that fits 64 bits (a 10th byte may only be 0 or 1).
+#[inline(always)]
+fn canonical_varint(v: &[u8]) -> bool {
+    match v.split_last() {
+        Some((&last, body)) => {
+            last < 0x80
+                && body.iter().all(|&x| x >= 0x80)
+                && (v.len() < 10 || (v.len() == 10 && last <= 1))
+        }
+        None => false,
+    }
 }
 
 /// Returns the byte lengths of the label's name and value (the last of each, as protobuf
