@@ -202,23 +202,29 @@ impl<'b> Scan<'_, 'b> {
     /// docs/limits.md): one entry per metric family that has a type, help or unit.
     fn metadata(&mut self, parent: &Reader<'b>, span: Span, metric_name: &'b [u8]) -> Result<()> {
         let mut r = parent.nested(span);
-        let mut kind = 0u64;
-        let mut described = false;
+        // As in protobuf (and Mimir): the enum keeps the low 32 bits, and a repeated
+        // scalar field keeps its last value.
+        let mut kind = 0u32;
+        let (mut help, mut unit) = (0usize, 0usize);
         while r.has_more() {
             let tag = r.tag()?;
             match tag.field {
                 1 => {
                     r.expect(tag, WT_VARINT, "Metadata.type must be a varint")?;
-                    kind = r.varint()?;
+                    kind = r.varint()? as u32;
                 }
-                3 | 4 => {
-                    r.expect(tag, WT_VARINT, "Metadata help_ref/unit_ref must be varints")?;
-                    let s = self.next_ref(&mut r)?;
-                    described |= !s.is_empty();
+                3 => {
+                    r.expect(tag, WT_VARINT, "Metadata.help_ref must be a varint")?;
+                    help = self.next_ref(&mut r)?.len();
+                }
+                4 => {
+                    r.expect(tag, WT_VARINT, "Metadata.unit_ref must be a varint")?;
+                    unit = self.next_ref(&mut r)?.len();
                 }
                 _ => r.skip(tag)?,
             }
         }
+        let described = help > 0 || unit > 0;
         let family = family_name(metric_name, kind);
         if !family.is_empty() && (described || kind != 0) {
             self.metadata
@@ -238,7 +244,7 @@ fn odd_refs(tag: Tag) -> Error {
 }
 
 /// The metric family a series belongs to: its name without the suffixes its type adds.
-fn family_name(name: &[u8], kind: u64) -> &[u8] {
+fn family_name(name: &[u8], kind: u32) -> &[u8] {
     let suffixes: &[&[u8]] = match kind {
         3 => &[b"_bucket", b"_sum", b"_count"],
         4 => &[b"_bucket", b"_gsum", b"_gcount"],
