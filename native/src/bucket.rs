@@ -36,11 +36,15 @@ impl fmt::Display for LimitError {
 
 impl std::error::Error for LimitError {}
 
-/// A rate and a burst.
+/// `Limit::rate` value meaning unlimited (`rate.Inf`).
+const UNLIMITED: u64 = u64::MAX;
+
+/// A rate and a burst. Plain integers (`repr(C)`), so it can live in shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct Limit {
-    /// Nano-tokens per second; `None` is unlimited (`rate.Inf`).
-    rate: Option<u64>,
+    /// Nano-tokens per second; [`UNLIMITED`] is unlimited.
+    rate: u64,
     burst: u64,
 }
 
@@ -51,10 +55,11 @@ impl Limit {
             return Err(LimitError::BadRate(rate));
         }
         let rate = if rate.is_infinite() {
-            None
+            UNLIMITED
         } else {
-            // Saturating float-to-int cast: rates above 1.8e10/s become 1.8e10/s.
-            Some((rate * SCALE as f64).round() as u64)
+            // Saturating float-to-int cast: rates above 1.8e10/s become 1.8e10/s (one below
+            // the unlimited marker).
+            ((rate * SCALE as f64).round() as u64).min(UNLIMITED - 1)
         };
         Ok(Self {
             rate,
@@ -64,18 +69,27 @@ impl Limit {
 
     pub const fn unlimited() -> Self {
         Self {
-            rate: None,
+            rate: UNLIMITED,
             burst: 0,
         }
     }
 
     pub const fn is_unlimited(&self) -> bool {
-        self.rate.is_none()
+        self.rate == UNLIMITED
+    }
+
+    /// Nano-tokens per second, `None` when unlimited.
+    const fn rate_nt(&self) -> Option<u64> {
+        if self.is_unlimited() {
+            None
+        } else {
+            Some(self.rate)
+        }
     }
 
     /// Tokens per second (`inf` when unlimited).
     pub fn rate(&self) -> f64 {
-        match self.rate {
+        match self.rate_nt() {
             Some(r) => r as f64 / SCALE as f64,
             None => f64::INFINITY,
         }
@@ -122,7 +136,7 @@ impl Bucket {
     /// Nano-tokens available at `now_ns`. Time going backwards refills nothing.
     fn advance(&self, limit: Limit, now_ns: u64) -> u64 {
         let burst = limit.burst_nt();
-        let Some(rate) = limit.rate else {
+        let Some(rate) = limit.rate_nt() else {
             return burst;
         };
         let elapsed = now_ns.saturating_sub(self.last_ns);
@@ -157,7 +171,7 @@ impl Bucket {
 
     /// How long until `n` tokens are there: `Some(0)` if they are now, `None` if never.
     pub fn wait_ns(&self, limit: Limit, now_ns: u64, n: u64) -> Option<u64> {
-        let Some(rate) = limit.rate else {
+        let Some(rate) = limit.rate_nt() else {
             return Some(0);
         };
         if n > limit.burst {
