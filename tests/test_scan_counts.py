@@ -26,6 +26,7 @@ from mimir_edge.encode import (
     MetricType,
     Sample,
     Series,
+    _varint,
     compress,
     encode_v1,
     encode_v2,
@@ -282,15 +283,6 @@ def test_v2_metadata_before_the_name_is_dropped() -> None:
     md = b"\x2a\x04\x08\x01\x18\x03"  # Metadata{type COUNTER, help_ref 3}
     assert scan_raw_v2(_v2_request(symbols, [labels + md])).metadata == 1
     assert scan_raw_v2(_v2_request(symbols, [md + labels])).metadata == 0
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
 
 
 def test_v2_repeated_help_ref_last_one_wins(pb: Any) -> None:

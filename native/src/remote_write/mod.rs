@@ -156,7 +156,19 @@ pub fn scan_decoded(raw: &[u8], protocol: Protocol) -> Result<WriteStats> {
 /// Field-by-field checks shared by both versions.
 mod common {
     use super::{Reader, Result, Span};
-    use crate::wire::{wt, WT_FIXED64, WT_LEN, WT_VARINT};
+    use crate::wire::{wt, Tag, WT_FIXED64, WT_LEN, WT_VARINT};
+
+    /// An `Exemplar` field other than its labels (`double value = 2; int64 timestamp = 3;`,
+    /// same in 1.0 and 2.0): check the wire type of the known ones, skip the value.
+    #[inline(always)]
+    pub fn exemplar_field(r: &mut Reader<'_>, tag: Tag) -> Result<()> {
+        match tag.field {
+            2 => r.expect(tag, WT_FIXED64, "Exemplar.value must be a double")?,
+            3 => r.expect(tag, WT_VARINT, "Exemplar.timestamp must be a varint")?,
+            _ => {}
+        }
+        r.skip(tag)
+    }
 
     /// `Sample { double value = 1; int64 timestamp = 2; }` (same in 1.0 and 2.0).
     #[inline(always)]

@@ -10,10 +10,10 @@
 //!                  string unit = 5; }
 //! ```
 
-use super::common::{histogram, sample};
+use super::common::{exemplar_field, histogram, sample};
 use super::WriteStats;
 use crate::error::{Error, ProtoFault, Result};
-use crate::wire::{wt, Reader, Span, WT_FIXED64, WT_LEN, WT_VARINT};
+use crate::wire::{wt, Reader, Span, WT_LEN, WT_VARINT};
 
 pub fn scan(raw: &[u8]) -> Result<WriteStats> {
     let mut stats = WriteStats::default();
@@ -224,15 +224,7 @@ fn exemplar(parent: &Reader<'_>, span: Span) -> Result<()> {
                 let span = r.message(tag, "Exemplar.labels must be length-delimited")?;
                 label(&r, span)?;
             }
-            2 => {
-                r.expect(tag, WT_FIXED64, "Exemplar.value must be a double")?;
-                r.skip(tag)?;
-            }
-            3 => {
-                r.expect(tag, WT_VARINT, "Exemplar.timestamp must be a varint")?;
-                r.skip(tag)?;
-            }
-            _ => r.skip(tag)?,
+            _ => exemplar_field(&mut r, tag)?,
         }
     }
     Ok(())

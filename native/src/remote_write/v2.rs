@@ -16,10 +16,10 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-use super::common::{histogram, sample};
+use super::common::{exemplar_field, histogram, sample};
 use super::WriteStats;
 use crate::error::{Error, ProtoFault, Result};
-use crate::wire::{Reader, Span, Tag, WT_FIXED64, WT_VARINT};
+use crate::wire::{Reader, Span, Tag, WT_VARINT};
 
 /// Mimir accepts `labels_refs` only packed; it refuses a lone varint as an odd number of
 /// refs, this core as a wrong wire type, which says more.
@@ -184,15 +184,7 @@ impl<'b> Scan<'_, 'b> {
                         return Err(odd_refs(tag));
                     }
                 }
-                2 => {
-                    r.expect(tag, WT_FIXED64, "Exemplar.value must be a double")?;
-                    r.skip(tag)?;
-                }
-                3 => {
-                    r.expect(tag, WT_VARINT, "Exemplar.timestamp must be a varint")?;
-                    r.skip(tag)?;
-                }
-                _ => r.skip(tag)?,
+                _ => exemplar_field(&mut r, tag)?,
             }
         }
         Ok(())
