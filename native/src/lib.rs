@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod envoy;
 pub mod error;
 pub mod remote_write;
+pub mod shm;
 pub mod snappy;
 pub mod wire;
 
