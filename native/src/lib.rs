@@ -3,6 +3,7 @@
 //! This file only wires the modules together; see each module for what it holds.
 
 pub mod bucket;
+pub mod engine;
 pub mod envoy;
 pub mod error;
 pub mod remote_write;

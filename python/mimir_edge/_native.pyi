@@ -1,10 +1,11 @@
 """Type stubs for the compiled core (checked against the binary by ``mypy.stubtest``)."""
 
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
     "MAX_BURST",
+    "Engine",
     "TokenBucket",
     "WriteStats",
     "scan_remote_write",
@@ -70,3 +71,43 @@ def scan_remote_write(
 ) -> WriteStats: ...
 def snappy_compress(data: bytes, /) -> bytes: ...
 def snappy_decompress(data: bytes, /, *, max_decoded_bytes: int = 33554432) -> bytes: ...
+
+@final
+class Engine:
+    """The RLS decision engine over a shared tenant table (bytes in, bytes out)."""
+
+    def __new__(
+        cls,
+        table_path: str,
+        *,
+        create: bool = False,
+        capacity: int = 65536,
+        tenant_header: str = "x-scope-orgid",
+        dry_run: bool = False,
+        body_parsing: bool = True,
+        bytes_per_sample: int = 24,
+        max_decoded_bytes: int = 33554432,
+        charge_request_rate: bool = True,
+        worker: int = 0,
+    ) -> Engine: ...
+    def check(self, request: bytes, /, *, now_ns: int | None = None) -> bytes: ...
+    def should_rate_limit(self, request: bytes, /, *, now_ns: int | None = None) -> bytes: ...
+    def set_limits(
+        self,
+        defaults: dict[str, Any],
+        tenants: dict[str, Any],
+        *,
+        generation: int,
+        share: float = 1.0,
+    ) -> None: ...
+    @property
+    def limits_generation(self) -> int: ...
+    @property
+    def shared_generation(self) -> int: ...
+    def publish_generation(self, *, unix_ns: int) -> int: ...
+    @property
+    def limits_updated_unix_ns(self) -> int: ...
+    def drain_events(self) -> list[dict[str, Any]]: ...
+    def tenant_limits(self, tenant: str) -> dict[str, Any]: ...
+    def tenants(self, *, now_ns: int | None = None) -> list[dict[str, Any]]: ...
+    def render_metrics(self, *, workers: int, unix_ns: int) -> str: ...

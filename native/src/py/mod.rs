@@ -2,6 +2,7 @@
 //! crosses the boundary once and releases the GIL for any work that scales with input.
 
 mod bucket;
+mod engine;
 mod errors;
 mod scan;
 
@@ -15,6 +16,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan::snappy_decompress, m)?)?;
     m.add_class::<scan::WriteStats>()?;
     m.add_class::<bucket::TokenBucket>()?;
+    m.add_class::<engine::Engine>()?;
     m.add("DEFAULT_MAX_DECODED_BYTES", scan::DEFAULT_MAX_DECODED_BYTES)?;
     m.add("MAX_BURST", crate::bucket::MAX_BURST)?;
     Ok(())
