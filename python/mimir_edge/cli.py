@@ -112,7 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
         "them, and replay a tenant pushing at twice its limit through the token bucket.",
     )
     demo.set_defaults(func=lambda _args: _demo())
+
+    rls = sub.add_parser(
+        "rls",
+        help="run the Rate Limit Service (Envoy ext_authz + ratelimit, admin, metrics)",
+        description="Run the Rate Limit Service: N worker processes serving Envoy's ext_authz "
+        "Check and ratelimit ShouldRateLimit on one gRPC port, sharing one tenant table, plus "
+        "/metrics, /healthz, /readyz and the admin API on the HTTP port. Every flag can also be "
+        "set in the environment as MIMIR_EDGE_<FLAG>.",
+    )
+    from mimir_edge.rls.settings import add_arguments
+
+    add_arguments(rls)
+    rls.set_defaults(func=_rls)
     return parser
+
+
+def _rls(args: argparse.Namespace) -> int:
+    from mimir_edge.rls import supervisor
+    from mimir_edge.rls.settings import from_args
+
+    return supervisor.run(from_args(args))
 
 
 def _demo() -> int:

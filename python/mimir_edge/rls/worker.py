@@ -1,0 +1,221 @@
+"""One RLS worker process: gRPC + HTTP on the shared ports, the engine, limit reloads.
+
+Started by the supervisor as ``python -m mimir_edge.rls.worker`` with its settings in the
+environment. It opens the shared tenant table, loads the limit set the supervisor (or an
+admin call on any worker) published, and follows later publications by generation.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mimir_edge._native import Engine
+from mimir_edge.limits import LimitSet
+from mimir_edge.rls import logs
+from mimir_edge.rls.grpc_service import build_server, set_not_serving
+from mimir_edge.rls.http_api import AdminServer
+from mimir_edge.rls.settings import Settings
+
+__all__ = ["WorkerState", "limits_path_for", "main", "run"]
+
+RATE_WINDOW_S = 60.0
+SNAPSHOT_EVERY_S = 5.0
+
+
+def limits_path_for(table_path: str) -> Path:
+    return Path(table_path + ".limits.json")
+
+
+def engine_limits(limit_set: LimitSet, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (defaults, tenants) dicts the engine takes: the set plus per-tenant dry runs."""
+    defaults = dict(limit_set.defaults)
+    tenants = {t: dict(v) for t, v in limit_set.tenants.items()}
+    for t in settings.dry_run_tenants:
+        tenants.setdefault(t, dict(defaults))["dry_run"] = True
+    return defaults, tenants
+
+
+def write_limits(path: Path, limit_set: LimitSet) -> None:
+    """Atomically replace the published limit set (readers never see half a file)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(limit_set.to_json())
+    tmp.replace(path)
+
+
+class WorkerState:
+    """What the HTTP handlers and the background loop share."""
+
+    def __init__(self, settings: Settings, engine: Engine, index: int, log: Any) -> None:
+        assert settings.table_path is not None
+        self.settings = settings
+        self.engine = engine
+        self.index = index
+        self.log = log
+        self.limits_path = limits_path_for(settings.table_path)
+        self.limit_set = LimitSet()
+        self.ready = False
+        self.draining = False
+        self._lock = threading.Lock()
+        self._history: collections.deque[tuple[float, dict[str, dict[str, Any]]]] = (
+            collections.deque()
+        )
+        self._deny_log = logs.DenyLogger(log, settings.deny_log_per_second)
+
+    def apply(self, limit_set: LimitSet, generation: int) -> None:
+        defaults, tenants = engine_limits(limit_set, self.settings)
+        with self._lock:
+            self.engine.set_limits(
+                defaults, tenants, generation=generation, share=1.0 / self.settings.instances
+            )
+            self.limit_set = limit_set
+
+    def reload_if_changed(self, force: bool = False) -> None:
+        generation = self.engine.shared_generation
+        if not force and generation == self.engine.limits_generation:
+            return
+        try:
+            limit_set = LimitSet.from_json(self.limits_path.read_text())
+        except (OSError, ValueError) as e:
+            self.log.error("cannot load published limits", extra={"fields": {"error": str(e)}})
+            return
+        self.apply(limit_set, generation)
+        self.log.info(
+            "limits loaded",
+            extra={"fields": {"generation": generation, "tenants": len(limit_set.tenants)}},
+        )
+
+    def publish(self, limit_set: LimitSet) -> int:
+        """Make ``limit_set`` the set of every worker of this instance."""
+        with self._lock:
+            write_limits(self.limits_path, limit_set)
+            generation = self.engine.publish_generation(unix_ns=time.time_ns())
+        self.apply(limit_set, generation)
+        return generation
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not self.ready:
+            return False, "starting"
+        return True, "ready"
+
+    def metrics(self) -> str:
+        return self.engine.render_metrics(workers=self.settings.workers, unix_ns=time.time_ns())
+
+    def tick(self) -> None:
+        self.reload_if_changed()
+        events = self.engine.drain_events()
+        self._deny_log.log(events)
+        now = time.monotonic()
+        if not self._history or now - self._history[-1][0] >= SNAPSHOT_EVERY_S:
+            snap = {r["tenant"]: r for r in self.engine.tenants()}
+            self._history.append((now, snap))
+            while self._history and now - self._history[0][0] > RATE_WINDOW_S + SNAPSHOT_EVERY_S:
+                self._history.popleft()
+
+    def tenant_report(self) -> list[dict[str, Any]]:
+        """Tenants with limits, bucket fill, counters and per-second rates over ~1 minute."""
+        rows = self.engine.tenants()
+        now = time.monotonic()
+        past = next((h for h in self._history if now - h[0] <= RATE_WINDOW_S), None)
+        for r in rows:
+            burst = r["ingestion_burst"]
+            r["ingestion_fill"] = r["ingestion_tokens"] / burst if burst else 1.0
+            rates: dict[str, float] = {}
+            if past is not None and now - past[0] > 0:
+                old = past[1].get(r["tenant"], {})
+                for key in (
+                    "allowed_requests",
+                    "denied_requests",
+                    "allowed_samples",
+                    "denied_samples",
+                ):
+                    rates[key + "_per_s"] = round((r[key] - old.get(key, 0)) / (now - past[0]), 3)
+                rates["window_s"] = round(now - past[0], 1)
+            r["recent"] = rates
+        return rows
+
+
+def run(settings: Settings, index: int) -> int:
+    log = logs.setup(settings.log_level, worker=index)
+    assert settings.table_path is not None
+    engine = Engine(
+        settings.table_path,
+        tenant_header=settings.tenant_header,
+        dry_run=settings.dry_run,
+        body_parsing=settings.body_parsing,
+        bytes_per_sample=settings.bytes_per_sample,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        charge_request_rate=settings.request_rate_via == "authz",
+        worker=index,
+    )
+    state = WorkerState(settings, engine, index, log)
+    state.reload_if_changed(force=True)
+    server, health = build_server(
+        engine,
+        settings.grpc_listen,
+        threads=settings.grpc_threads,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    http = AdminServer(settings.http_listen, state)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
+    state.ready = True
+    log.info(
+        "worker serving",
+        extra={
+            "fields": {
+                "pid": os.getpid(),
+                "grpc": settings.grpc_listen,
+                "http": settings.http_listen,
+            }
+        },
+    )
+    while not stop.wait(0.2):
+        state.tick()
+
+    # Drain: fail readiness first so load balancers stop sending, then let in-flight
+    # checks finish within the grace period.
+    started = time.monotonic()
+    state.draining = True
+    set_not_serving(health)
+    time.sleep(min(settings.drain_delay_seconds, settings.grace_period_seconds / 2))
+    remaining = settings.grace_period_seconds - (time.monotonic() - started) - 0.5
+    server.stop(grace=max(0.0, remaining)).wait()
+    http.shutdown()
+    state.tick()
+    log.info("worker stopped", extra={"fields": {"pid": os.getpid()}})
+    return 0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if the supervisor dies (even by SIGKILL), so no
+    orphan keeps serving on the port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def main() -> int:
+    _die_with_parent()
+    settings = Settings.from_json(os.environ["MIMIR_EDGE_WORKER_SETTINGS"])
+    return run(settings, int(os.environ.get("MIMIR_EDGE_WORKER_INDEX", "0")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
