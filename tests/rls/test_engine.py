@@ -285,3 +285,29 @@ def test_partial_body_is_refused_413(engine: Engine) -> None:
     r = decide(engine, req)
     assert r.denied_response.status.code == 413
     assert r.denied_response.body.startswith("request body too large:")
+
+
+def test_metrics_are_valid_exposition(engine: Engine, corpus: list[CorpusFile]) -> None:
+    """/metrics parses as Prometheus text and has every family the rollout guide names."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    limits(engine, {"t": {"ingestion_rate": 1, "ingestion_burst_size": 10}})
+    decide(engine, check_request("t", corpus[0].body))
+    decide(engine, check_request("t", b"\x05junk"))
+    text = engine.render_metrics(workers=2, unix_ns=0)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["rls_decisions"].type == "counter"
+    assert families["rls_authz_check_duration_seconds"].type == "histogram"
+    assert families["rls_body_parse_errors"].type == "counter"
+    assert families["rls_limits_stale_seconds"].type == "gauge"
+    for name in (
+        "rls_tenant_requests",
+        "rls_tenant_samples",
+        "rls_tenant_bucket_fill_ratio",
+        "rls_worker_requests",
+    ):
+        assert name in families
+    count = next(
+        s for s in families["rls_authz_check_duration_seconds"].samples if s.name.endswith("_count")
+    )
+    assert count.value == 2

@@ -132,136 +132,170 @@ pub fn observe_duration(table: &SharedTable, ns: u64) {
     add(table, DURATION_COUNT, 1);
 }
 
+/// `# HELP` and `# TYPE` lines of one metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One sample line; label values here are tenant IDs (Mimir's charset needs no escaping),
+/// numbers and fixed words.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    for (i, (k, v)) in labels.iter().enumerate() {
+        out.push(if i == 0 { '{' } else { ',' });
+        let _ = write!(out, "{k}=\"{v}\"");
+    }
+    if !labels.is_empty() {
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
 /// Everything `/metrics` shows that lives in the shared table, in Prometheus text format.
 pub fn render(table: &SharedTable, out: &mut String, stale_seconds: f64) {
-    let _ = writeln!(
+    family(
         out,
-        "# HELP rls_decisions_total Check decisions by outcome and reason."
+        "rls_decisions_total",
+        "counter",
+        "Check decisions by outcome and reason.",
     );
-    let _ = writeln!(out, "# TYPE rls_decisions_total counter");
     for (d, decision) in DECISIONS.iter().enumerate() {
         for (r, reason) in REASONS.iter().enumerate() {
             let v = get(table, DECISION_BASE + d * 16 + r);
             // Always show the series alerts and dashboards use, others once they count.
             let allow_reason = matches!(*reason, "ok" | "not_enforced" | "table_full");
             if v > 0 || (*decision == "allow") == allow_reason && *decision != "would_deny" {
-                let _ = writeln!(
-                    out,
-                    "rls_decisions_total{{decision=\"{decision}\",reason=\"{reason}\"}} {v}"
-                );
+                let labels = [("decision", *decision), ("reason", *reason)];
+                sample(out, "rls_decisions_total", &labels, v);
             }
         }
     }
-    let _ = writeln!(
+    let name = "rls_body_parse_errors_total";
+    family(
         out,
-        "# HELP rls_body_parse_errors_total Push bodies the core could not count, by reason."
+        name,
+        "counter",
+        "Push bodies the core could not count, by reason.",
     );
-    let _ = writeln!(out, "# TYPE rls_body_parse_errors_total counter");
     for (i, reason) in PARSE_REASONS.iter().enumerate() {
-        let v = get(table, PARSE_BASE + i);
-        let _ = writeln!(
-            out,
-            "rls_body_parse_errors_total{{reason=\"{reason}\"}} {v}"
-        );
+        sample(out, name, &[("reason", reason)], get(table, PARSE_BASE + i));
     }
-    let _ = writeln!(
+    let name = "rls_authz_check_duration_seconds";
+    family(
         out,
-        "# HELP rls_authz_check_duration_seconds Time the core took to decide one Check."
+        name,
+        "histogram",
+        "Time the engine took to decide one Check.",
     );
-    let _ = writeln!(out, "# TYPE rls_authz_check_duration_seconds histogram");
     let mut cumulative = 0;
     for (i, le) in DURATION_BUCKETS.iter().enumerate() {
         cumulative += get(table, DURATION_BASE + i);
-        let _ = writeln!(
+        sample(
             out,
-            "rls_authz_check_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            "rls_authz_check_duration_seconds_bucket",
+            &[("le", &le.to_string())],
+            cumulative,
         );
     }
     cumulative += get(table, DURATION_BASE + DURATION_BUCKETS.len());
-    let _ = writeln!(
+    sample(
         out,
-        "rls_authz_check_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        "rls_authz_check_duration_seconds_bucket",
+        &[("le", "+Inf")],
+        cumulative,
     );
-    let _ = writeln!(
+    let sum = get(table, DURATION_SUM_NS) as f64 / 1e9;
+    sample(out, "rls_authz_check_duration_seconds_sum", &[], sum);
+    sample(
         out,
-        "rls_authz_check_duration_seconds_sum {}",
-        get(table, DURATION_SUM_NS) as f64 / 1e9
+        "rls_authz_check_duration_seconds_count",
+        &[],
+        get(table, DURATION_COUNT),
     );
-    let _ = writeln!(
+    let name = "rls_table_lock_recoveries_total";
+    family(
         out,
-        "rls_authz_check_duration_seconds_count {}",
-        get(table, DURATION_COUNT)
+        name,
+        "counter",
+        "Tenant locks taken over from a worker that died holding them.",
     );
-    let _ = writeln!(
+    sample(out, name, &[], table.lock_recoveries());
+    family(
         out,
-        "# HELP rls_limits_stale_seconds Seconds since the limits were last loaded or updated."
+        "rls_table_tenants",
+        "gauge",
+        "Tenants in the shared table.",
     );
-    let _ = writeln!(out, "# TYPE rls_limits_stale_seconds gauge");
-    let _ = writeln!(out, "rls_limits_stale_seconds {stale_seconds:.3}");
+    sample(out, "rls_table_tenants", &[], table.len());
+    let name = "rls_limits_stale_seconds";
+    family(
+        out,
+        name,
+        "gauge",
+        "Seconds since the limits were last loaded or updated.",
+    );
+    sample(out, name, &[], format!("{stale_seconds:.3}"));
 }
 
-/// Per-tenant series.
+/// Per-tenant series: (tenant, state, ingestion fill, request fill).
 pub fn render_tenants(rows: &[(String, TenantState, f64, f64)], out: &mut String) {
-    let _ = writeln!(
+    let name = "rls_tenant_requests_total";
+    family(out, name, "counter", "Pushes per tenant by outcome.");
+    for (t, s, _, _) in rows {
+        for (d, v) in [
+            ("allow", s.allowed_requests),
+            ("deny", s.denied_requests),
+            ("would_deny", s.would_deny_requests),
+        ] {
+            sample(out, name, &[("tenant", t), ("decision", d)], v);
+        }
+    }
+    let name = "rls_tenant_samples_total";
+    family(
         out,
-        "# HELP rls_tenant_requests_total Pushes per tenant by outcome."
+        name,
+        "counter",
+        "Items (samples, histograms, exemplars, metadata) per tenant by outcome.",
     );
-    let _ = writeln!(out, "# TYPE rls_tenant_requests_total counter");
     for (t, s, _, _) in rows {
-        let _ = writeln!(
-            out,
-            "rls_tenant_requests_total{{tenant=\"{t}\",decision=\"allow\"}} {}",
-            s.allowed_requests
-        );
-        let _ = writeln!(
-            out,
-            "rls_tenant_requests_total{{tenant=\"{t}\",decision=\"deny\"}} {}",
-            s.denied_requests
-        );
-        let _ = writeln!(
-            out,
-            "rls_tenant_requests_total{{tenant=\"{t}\",decision=\"would_deny\"}} {}",
-            s.would_deny_requests
-        );
+        for (d, v) in [("allow", s.allowed_samples), ("deny", s.denied_samples)] {
+            sample(out, name, &[("tenant", t), ("decision", d)], v);
+        }
     }
-    let _ = writeln!(out, "# HELP rls_tenant_samples_total Items (samples, histograms, exemplars, metadata) per tenant by outcome.");
-    let _ = writeln!(out, "# TYPE rls_tenant_samples_total counter");
-    for (t, s, _, _) in rows {
-        let _ = writeln!(
-            out,
-            "rls_tenant_samples_total{{tenant=\"{t}\",decision=\"allow\"}} {}",
-            s.allowed_samples
-        );
-        let _ = writeln!(
-            out,
-            "rls_tenant_samples_total{{tenant=\"{t}\",decision=\"deny\"}} {}",
-            s.denied_samples
-        );
-    }
-    let _ = writeln!(out, "# HELP rls_tenant_bucket_fill_ratio Tokens left in a tenant's bucket as a share of its burst (1 = full).");
-    let _ = writeln!(out, "# TYPE rls_tenant_bucket_fill_ratio gauge");
+    let name = "rls_tenant_bucket_fill_ratio";
+    family(
+        out,
+        name,
+        "gauge",
+        "Tokens left in a tenant's bucket as a share of its burst (1 = full).",
+    );
     for (t, _, ingestion, request) in rows {
-        let _ = writeln!(
+        sample(
             out,
-            "rls_tenant_bucket_fill_ratio{{tenant=\"{t}\",limit=\"ingestion\"}} {ingestion}"
+            name,
+            &[("tenant", t), ("limit", "ingestion")],
+            ingestion,
         );
-        let _ = writeln!(
-            out,
-            "rls_tenant_bucket_fill_ratio{{tenant=\"{t}\",limit=\"request\"}} {request}"
-        );
+        sample(out, name, &[("tenant", t), ("limit", "request")], request);
     }
 }
 
 /// Requests handled by each worker process.
 pub fn render_workers(table: &SharedTable, workers: usize, out: &mut String) {
-    let _ = writeln!(out, "# HELP rls_worker_requests_total Check and ShouldRateLimit calls handled by each worker process.");
-    let _ = writeln!(out, "# TYPE rls_worker_requests_total counter");
+    let name = "rls_worker_requests_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Check and ShouldRateLimit calls handled by each worker process.",
+    );
     for w in 0..workers {
         if let Some(c) = table.worker_requests(w) {
-            let _ = writeln!(
+            sample(
                 out,
-                "rls_worker_requests_total{{worker=\"{w}\"}} {}",
-                c.load(Ordering::Relaxed)
+                name,
+                &[("worker", &w.to_string())],
+                c.load(Ordering::Relaxed),
             );
         }
     }
