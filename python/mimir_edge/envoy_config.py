@@ -97,6 +97,10 @@ class EnvoyConfig:
     #: false: the RLS never judges a truncated body). The RLS's gRPC server must accept
     #: messages this big plus the headers (grpcio's default receive limit is 4 MiB).
     ext_authz_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Send the body to the RLS (the default). ``False`` goes with ``mimir-edge rls
+    #: --no-body-parsing`` (chart ``limits.enforceBodyParsing=false``): the RLS estimates
+    #: items from Content-Length and Envoy does not buffer the push.
+    ext_authz_send_body: bool = True
     #: Deadline of one Check, counted from when the whole body is buffered. Envoy's default
     #: (200 ms) is meant for header-only checks; ours ships up to 10 MiB over gRPC and the
     #: RLS decompresses and scans it (tens of ms for the largest bodies). A timeout fails the
@@ -299,14 +303,15 @@ def _http_filters(cfg: EnvoyConfig) -> list[dict[str, Any]]:
             "timeout": _duration(cfg.ext_authz_timeout_s),
         },
         "failure_mode_allow": cfg.ext_authz_failure_mode_allow,
+    }
+    if cfg.ext_authz_send_body:
         # The RLS judges the whole body, as bytes (not a UTF-8 string): remote-write bodies
         # are snappy-compressed protobuf. No ``allowed_headers``: Envoy sends all headers.
-        "with_request_body": {
+        ext_authz["with_request_body"] = {
             "max_request_bytes": cfg.ext_authz_max_request_bytes,
             "allow_partial_message": False,
             "pack_as_bytes": True,
-        },
-    }
+        }
     if cfg.ext_authz_failure_mode_allow:
         ext_authz["failure_mode_allow_header_add"] = True
     if cfg.ext_authz_status_on_error is not None:

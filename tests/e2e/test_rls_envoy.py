@@ -142,3 +142,47 @@ def test_sigterm_drains(tmp_path: Path, overrides: Path, corpus: list[CorpusFile
             assert time.monotonic() - started < 5 + 1  # within --grace-period-seconds
         assert statuses
         assert statuses[0] == 200
+
+
+def test_without_body_parsing_envoy_sends_no_body(
+    tmp_path: Path, overrides: Path, corpus: list[CorpusFile]
+) -> None:
+    """--no-body-parsing with ext_authz_send_body=False: the RLS estimates items from
+    Content-Length (24 bytes per item): a 10 KB push is ~420 items."""
+    body = next(c for c in corpus if c.name.startswith("scrape-500") and c.expected["samples"])
+    small = tmp_path / "small.yaml"
+    small.write_text(
+        "overrides:\n  t:\n    ingestion_rate: 0.001\n    ingestion_burst_size: 1000\n"
+    )
+    with (
+        RecordingUpstream() as up,
+        RlsProcess(tmp_path, "--overrides", str(small), "--no-body-parsing") as rls,
+    ):
+        with EnvoyProcess(config(up.port, rls.grpc_port, ext_authz_send_body=False)) as envoy:
+            codes = [push(envoy, "t", body.body).status for _ in range(3)]
+        estimate = -(-len(body.body) // 24)
+        assert 2 * estimate <= 1000 < 3 * estimate  # the burst fits two pushes, not three
+        assert codes == [200, 200, 429]
+        assert rls.metric('rls_tenant_samples_total{tenant="t",decision="allow"}') == 2 * estimate
+        assert [r.body for r in up.requests] == [body.body] * 2
+
+
+def test_envoy_ratelimit_filter_with_the_real_rls(tmp_path: Path, corpus: list[CorpusFile]) -> None:
+    """Envoy's ratelimit filter asks ShouldRateLimit with a {tenant} descriptor; the RLS
+    charges the request limit there (--request-rate-via ratelimit), not again in Check."""
+    body = app_body(corpus).body
+    ov = tmp_path / "r.yaml"
+    ov.write_text("overrides:\n  t:\n    request_rate: 0.001\n    request_burst_size: 2\n")
+    with (
+        RecordingUpstream() as up,
+        RlsProcess(tmp_path, "--overrides", str(ov), "--request-rate-via", "ratelimit") as rls,
+    ):
+        cfg = config(up.port, rls.grpc_port, rate_limit_enabled=True)
+        with EnvoyProcess(cfg) as envoy:
+            resps = [push(envoy, "t", body) for _ in range(3)]
+            assert [r.status for r in resps] == [200, 200, 429]
+            assert resps[2].header("x-envoy-ratelimited") == "true"
+            assert len(up.requests) == 2
+        assert rls.metric('rls_decisions_total{decision="deny",reason="request_rate"}') == 1
+        # The two allowed pushes went through Check too, which charged no request token.
+        assert rls.metric('rls_decisions_total{decision="allow",reason="ok"}') == 2 + 2
