@@ -65,7 +65,7 @@ def _resolve(where: str, raw: Mapping[str, Any], base: Mapping[str, Any]) -> dic
         if key in raw and raw[key] is not None:
             v = _number(where, key, raw[key])
             if key in _INT_KEYS:
-                if v != int(v) and not math.isinf(v):
+                if not math.isinf(v) and v != int(v):
                     raise LimitsError(f"{where}: {key} must be a whole number, got {raw[key]!r}")
                 out[key] = int(min(v, 2**63 - 1))
             else:

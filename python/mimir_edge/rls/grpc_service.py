@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mimir_edge._native import Engine
 
-__all__ = ["AUTHZ_SERVICE", "RATELIMIT_SERVICE", "build_server"]
+__all__ = ["AUTHZ_SERVICE", "RATELIMIT_SERVICE", "build_server", "set_not_serving"]
 
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 RATELIMIT_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"

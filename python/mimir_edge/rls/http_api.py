@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import json
 import socket
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -117,7 +116,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use GET or PUT"})
-
-
-def now_unix_ns() -> int:
-    return time.time_ns()

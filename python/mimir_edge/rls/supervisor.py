@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import secrets
 import signal
@@ -165,7 +166,7 @@ def _digest(path: str | None) -> str | None:
         return None
 
 
-def _drain(workers: list[_Worker], grace: float, log: object) -> None:
+def _drain(workers: list[_Worker], grace: float, log: logging.Logger) -> None:
     procs = [w.proc for w in workers if w.proc is not None and w.proc.poll() is None]
     for p in procs:
         p.send_signal(signal.SIGTERM)
@@ -174,5 +175,9 @@ def _drain(workers: list[_Worker], grace: float, log: object) -> None:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.error(
+                "worker did not stop within the grace period; killed",
+                extra={"fields": {"pid": p.pid, "grace_s": grace}},
+            )
             p.kill()
             p.wait()
