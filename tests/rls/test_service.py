@@ -212,3 +212,25 @@ def test_cli_rls_exits_2_on_bad_overrides(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert b"ingestion_rate must be a number" in proc.stderr
+
+
+def test_cli_rls_exits_2_on_a_foreign_table_file(tmp_path: Path) -> None:
+    table = tmp_path / "not-a-table"
+    table.write_bytes(b"hello")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mimir_edge.cli",
+            "rls",
+            "--table-path",
+            str(table),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert b"cannot create or open the tenant table" in proc.stderr

@@ -58,11 +58,15 @@ def run(settings: Settings) -> int:
     except (OSError, LimitsError) as e:
         log.error("cannot load --overrides", extra={"fields": {"error": str(e)}})
         return 2
-    engine = Engine(
-        table_path,
-        create=created or not Path(table_path).exists(),
-        capacity=settings.table_capacity,
-    )
+    try:
+        engine = Engine(
+            table_path,
+            create=created or not Path(table_path).exists(),
+            capacity=settings.table_capacity,
+        )
+    except OSError as e:
+        log.error("cannot create or open the tenant table", extra={"fields": {"error": str(e)}})
+        return 2
     limits_path = limits_path_for(table_path)
     write_limits(limits_path, limit_set)
     engine.publish_generation(unix_ns=time.time_ns())
