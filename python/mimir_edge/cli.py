@@ -1,8 +1,10 @@
 """The ``mimir-edge`` command.
 
-Subcommands grow with the project: ``scan`` decodes and counts remote-write bodies the way
-the edge charges them, which is how an operator checks a captured push; ``demo`` does the
-same on built-in pushes and replays a tenant over its limit.
+Subcommands: ``scan`` decodes and counts remote-write bodies the way the edge charges them
+(how an operator checks a captured push); ``demo`` does the same on built-in pushes and
+replays a tenant over its limit; ``rls`` runs the Rate Limit Service; ``check-config``
+validates a Mimir runtime config; ``overrides-sync`` keeps every RLS replica's limits in step
+with Mimir's overrides.
 """
 
 from __future__ import annotations
@@ -125,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(rls)
     rls.set_defaults(func=_rls)
+
+    from mimir_edge import check_config
+    from mimir_edge.sync import cli as sync_cli
+
+    check_config.add_parser(sub)
+    sync_cli.add_parser(sub)
     return parser
 
 

@@ -234,3 +234,18 @@ def test_cli_rls_exits_2_on_a_foreign_table_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert b"cannot create or open the tenant table" in proc.stderr
+
+
+def test_overrides_from_a_mounted_configmap_directory(tmp_path: Path) -> None:
+    """--overrides may be the directory a ConfigMap is mounted at: the runtime-config key
+    plus the edge settings key (dry run for one tenant)."""
+    d = tmp_path / "cm"
+    d.mkdir()
+    (d / "runtime.yaml").write_text(
+        "overrides:\n  a:\n    ingestion_rate: 0.001\n    ingestion_burst_size: 150\n"
+    )
+    (d / "mimir-edge.yaml").write_text("tenants:\n  a:\n    dry_run: true\n")
+    with RlsProcess(tmp_path, "--overrides", str(d)) as rls:
+        # 100 items each: the second push is over the 150 burst, but a is in dry run.
+        assert [check(rls, "a").status.code for _ in range(2)] == [0, 0]
+        assert tenants(rls)["a"]["would_deny_requests"] == 1

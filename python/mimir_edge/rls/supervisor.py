@@ -8,7 +8,6 @@ memory, survives it), and on SIGTERM or SIGINT drains them within the grace peri
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import secrets
@@ -20,10 +19,11 @@ import time
 from pathlib import Path
 
 from mimir_edge._native import Engine
-from mimir_edge.limits import LimitsError, LimitSet, parse_runtime_config
+from mimir_edge.limits import LimitsError, LimitSet, from_configmap_data, parse_runtime_config
 from mimir_edge.rls import logs
 from mimir_edge.rls.settings import Settings
 from mimir_edge.rls.worker import limits_path_for, write_limits
+from mimir_edge.sync.file_source import FileSource
 
 __all__ = ["load_overrides", "run"]
 
@@ -33,9 +33,18 @@ MAX_QUICK_RESTARTS = 5
 
 
 def load_overrides(settings: Settings) -> LimitSet:
+    """The limit set from ``--overrides``: a Mimir runtime-config file, or a mounted
+    ConfigMap directory (its runtime-config key, or the flat form, plus ``mimir-edge.yaml``),
+    so a replica in Mimir's namespace can read the ConfigMap itself, without the sync."""
     if not settings.overrides:
         return LimitSet.build({}, settings.defaults())
-    return parse_runtime_config(Path(settings.overrides).read_text(), settings.defaults())
+    path = Path(settings.overrides)
+    if path.is_dir():
+        data = FileSource(path).read().data
+        if data is None:
+            raise OSError(f"{path}: no such directory")
+        return from_configmap_data(data, defaults=settings.defaults())
+    return parse_runtime_config(path.read_text(), settings.defaults())
 
 
 class _Worker:
@@ -162,10 +171,11 @@ def run(settings: Settings) -> int:
 
 
 def _digest(path: str | None) -> str | None:
+    """A version of the file's or directory's content (None when absent)."""
     if not path:
         return None
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return FileSource(Path(path)).read().version
     except OSError:
         return None
 
