@@ -249,3 +249,14 @@ def test_overrides_from_a_mounted_configmap_directory(tmp_path: Path) -> None:
         # 100 items each: the second push is over the 150 burst, but a is in dry run.
         assert [check(rls, "a").status.code for _ in range(2)] == [0, 0]
         assert tenants(rls)["a"]["would_deny_requests"] == 1
+
+
+def test_the_same_set_again_only_marks_limits_fresh(tmp_path: Path, overrides: Path) -> None:
+    with RlsProcess(tmp_path, "--overrides", str(overrides), "--admin-token", TOKEN) as rls:
+        body = json.dumps({"overrides": {"a": {"ingestion_burst_size": 150}}}).encode()
+        first = request(rls, "PUT", "/api/v1/limits", body, token=TOKEN)[1]["generation"]
+        time.sleep(1.2)
+        assert rls.metric("rls_limits_stale_seconds") >= 1
+        again = request(rls, "PUT", "/api/v1/limits", body, token=TOKEN)[1]["generation"]
+        assert again == first  # nothing republished
+        assert rls.metric("rls_limits_stale_seconds") < 1

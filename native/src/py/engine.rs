@@ -184,6 +184,15 @@ impl Engine {
         self.inner.table().bump_limits_generation(unix_ns)
     }
 
+    /// Mark the limits in force fresh (the set was confirmed unchanged) at `unix_ns`.
+    #[pyo3(signature = (*, unix_ns))]
+    fn touch_limits(&self, unix_ns: u64) {
+        self.inner
+            .table()
+            .limits_updated_unix_ns()
+            .store(unix_ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Wall-clock time (ns since the epoch) the limits were last published.
     #[getter]
     fn limits_updated_unix_ns(&self) -> u64 {

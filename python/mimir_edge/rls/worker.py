@@ -93,8 +93,12 @@ class WorkerState:
         )
 
     def publish(self, limit_set: LimitSet) -> int:
-        """Make ``limit_set`` the set of every worker of this instance."""
+        """Make ``limit_set`` the set of every worker of this instance. The set in force,
+        sent again, only marks the limits fresh: no reload, no bucket touched."""
         with self._lock:
+            if limit_set.to_json() == self.limit_set.to_json():
+                self.engine.touch_limits(unix_ns=time.time_ns())
+                return self.engine.limits_generation
             write_limits(self.limits_path, limit_set)
             generation = self.engine.publish_generation(unix_ns=time.time_ns())
         self.apply(limit_set, generation)

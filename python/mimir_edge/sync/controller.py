@@ -262,12 +262,15 @@ class Controller:
             self.metrics.targets_in_sync.set(0)
             self.log.error("no RLS replicas found")
             return []
-        results = self.pusher.push(good.body, targets)
+        # While the source is healthy every replica is confirmed each interval (its
+        # staleness stays near 0); once the source is gone or broken, replicas that hold the
+        # last good set are left alone, so their staleness grows as it should.
+        results = self.pusher.push(good.body, targets, confirm=healthy)
         in_sync = 0
         for r in results:
             if r.ok:
                 in_sync += 1
-                if r.pushed:
+                if r.pushed and r.changed:
                     self.metrics.pushes.inc()
                     self.log.info(
                         "limit set pushed",

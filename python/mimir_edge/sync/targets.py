@@ -95,6 +95,8 @@ class TargetResult:
     #: Why not ``ok``: ``push_unreachable`` or ``push_rejected``.
     reason: str | None = None
     error: str | None = None
+    #: The PUT changed the target's set (``False``: it only confirmed the set it held).
+    changed: bool = True
 
 
 class Pusher:
@@ -117,26 +119,40 @@ class Pusher:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def push(
-        self, limits_json: str, targets: Sequence[str], *, force: bool = False
+        self,
+        limits_json: str,
+        targets: Sequence[str],
+        *,
+        force: bool = False,
+        confirm: bool = False,
     ) -> list[TargetResult]:
         """Make every target hold ``limits_json`` (a ``LimitSet.to_json()``); one result per
-        target, in order. ``force`` PUTs even to targets that already hold it."""
+        target, in order. ``force`` PUTs without reading the target's set first; ``confirm``
+        PUTs to targets that already hold it too (the RLS then only marks its limits fresh,
+        which keeps ``rls_limits_stale_seconds`` true while the source is healthy)."""
         desired = json.loads(limits_json)
         body = limits_json.encode()
         token = self._token()
-        return list(self._pool.map(lambda t: self._one(t, desired, body, token, force), targets))
+        return list(
+            self._pool.map(lambda t: self._one(t, desired, body, token, force, confirm), targets)
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _one(self, target: str, desired: Any, body: bytes, token: str, force: bool) -> TargetResult:
+    def _one(
+        self, target: str, desired: Any, body: bytes, token: str, force: bool, confirm: bool
+    ) -> TargetResult:
         url = target + LIMITS_PATH
+        changed = True
         if not force:
             try:
                 with self._opener.open(url, timeout=self.timeout_seconds) as r:
                     current = json.loads(r.read())
                 if current == desired:
-                    return TargetResult(target, ok=True)
+                    if not confirm:
+                        return TargetResult(target, ok=True)
+                    changed = False
             except (urllib.error.HTTPError, ValueError):
                 pass  # it answers but will not say which set it holds: replace it anyway
             except (OSError, http.client.HTTPException) as e:
@@ -156,7 +172,7 @@ class Pusher:
             return TargetResult(
                 target, ok=False, pushed=True, reason=UNREACHABLE, error=_describe(e)
             )
-        return TargetResult(target, ok=True, pushed=True)
+        return TargetResult(target, ok=True, pushed=True, changed=changed)
 
 
 def _describe(e: BaseException) -> str:
