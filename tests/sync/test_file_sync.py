@@ -12,8 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from mimir_edge.sync.targets import Pusher, StaticTargets
 from tests.e2e.harness import free_port
 from tests.e2e.rls_process import RlsProcess
 from tests.rls.test_service import check, request, tenants
+from tests.sync.test_controller import running
 
 TOKEN = "sync-t0ken"
 POLL = 0.2
@@ -148,20 +148,6 @@ def test_a_plain_directory_and_an_unreadable_path(tmp_path: Path) -> None:
 
 
 # -- end to end with real RLS processes ------------------------------------------------------
-
-
-@contextmanager
-def running(ctl: Controller) -> Iterator[Controller]:
-    stop = threading.Event()
-    t = threading.Thread(target=ctl.run, args=(stop,), daemon=True)
-    t.start()
-    try:
-        yield ctl
-    finally:
-        stop.set()
-        t.join(timeout=5)
-        ctl.pusher.close()
-        assert not t.is_alive(), "controller did not stop"
 
 
 def limits_of(rls: RlsProcess) -> dict[str, Any]:
