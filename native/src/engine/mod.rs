@@ -219,9 +219,7 @@ impl Engine {
             envoy::encode_check_ok(&[], &mut out);
         }
         metrics::count_decision(&self.table, verdict.decision, verdict.reason);
-        if let Some(c) = self.table.worker_requests(self.cfg.worker) {
-            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.count_worker_request();
         if verdict.decision != Decision::Allow {
             self.record(verdict);
         }
@@ -339,14 +337,17 @@ impl Engine {
         }
     }
 
-    fn charge(
+    /// Run `f` on `tenant`'s state in the shared table, creating it (buckets full) if new,
+    /// and switching its buckets to `set`'s limits first if they were set from an older
+    /// generation (keeping the tokens they have).
+    fn with_tenant<R>(
         &self,
         tenant: &[u8],
         set: &LimitsSet,
         tl: &TenantLimits,
-        n: u64,
         now_ns: u64,
-    ) -> Verdict {
+        f: impl FnOnce(&mut TenantState) -> R,
+    ) -> Result<R, crate::shm::TableError> {
         let request_limit = tl.request_limit(set.share);
         let ingestion_limit = tl.ingestion_limit(set.share);
         let init = || TenantState {
@@ -357,7 +358,7 @@ impl Engine {
             ingestion_bucket: Bucket::full(ingestion_limit, now_ns),
             ..TenantState::default()
         };
-        let outcome = self.table.with_tenant(tenant, init, |st| {
+        self.table.with_tenant(tenant, init, |st| {
             if st.limits_generation != set.generation {
                 st.request_bucket
                     .reconfigure(st.request_limit, request_limit, now_ns);
@@ -368,6 +369,26 @@ impl Engine {
                 st.limits_generation = set.generation;
             }
             st.last_seen_ns = now_ns;
+            f(st)
+        })
+    }
+
+    fn count_worker_request(&self) {
+        if let Some(c) = self.table.worker_requests(self.cfg.worker) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn charge(
+        &self,
+        tenant: &[u8],
+        set: &LimitsSet,
+        tl: &TenantLimits,
+        n: u64,
+        now_ns: u64,
+    ) -> Verdict {
+        let ingestion_limit = tl.ingestion_limit(set.share);
+        let outcome = self.with_tenant(tenant, set, tl, now_ns, |st| {
             let outcome = take_both(st, self.cfg.charge_request_rate, n, now_ns);
             if outcome.is_none() {
                 st.allowed_requests += 1;
@@ -424,23 +445,9 @@ impl Engine {
                 statuses.push(NO_LIMIT);
                 continue;
             }
-            let init = || TenantState {
-                limits_generation: set.generation,
-                request_limit: limit,
-                request_bucket: Bucket::full(limit, now_ns),
-                ingestion_limit: tl.ingestion_limit(set.share),
-                ingestion_bucket: Bucket::full(tl.ingestion_limit(set.share), now_ns),
-                ..TenantState::default()
-            };
             let dry = tl.dry_run || self.cfg.dry_run;
             let (take, remaining, full_in) = self
-                .table
-                .with_tenant(tenant, init, |st| {
-                    if st.request_limit != limit {
-                        st.request_bucket
-                            .reconfigure(st.request_limit, limit, now_ns);
-                        st.request_limit = limit;
-                    }
+                .with_tenant(tenant, &set, &tl, now_ns, |st| {
                     let take = st.request_bucket.take(limit, now_ns, hits);
                     match take {
                         Take::Allow => st.allowed_requests += 1,
@@ -485,9 +492,7 @@ impl Engine {
                 until_reset_ns,
             });
         }
-        if let Some(c) = self.table.worker_requests(self.cfg.worker) {
-            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.count_worker_request();
         let overall = if over {
             RlsCode::OverLimit
         } else {
