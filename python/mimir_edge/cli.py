@@ -131,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     from mimir_edge import check_config
     from mimir_edge.sync import cli as sync_cli
 
+    from mimir_edge import loadgen, stack
+
     check_config.add_parser(sub)
     sync_cli.add_parser(sub)
+    stack.add_parser(sub)
+    loadgen.add_parser(sub)
     return parser
 
 
