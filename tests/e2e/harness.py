@@ -361,7 +361,11 @@ class RecordingUpstream:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # socketserver's backlog of 5 drops connection bursts (each retry costs 1 s).
+            request_queue_size = 128
+
+        server = Server((LOCALHOST, 0), Handler)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
