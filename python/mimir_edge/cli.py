@@ -128,10 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(rls)
     rls.set_defaults(func=_rls)
 
-    from mimir_edge import check_config
+    from mimir_edge import check_config, loadgen, stack
     from mimir_edge.sync import cli as sync_cli
-
-    from mimir_edge import loadgen, stack
 
     check_config.add_parser(sub)
     sync_cli.add_parser(sub)

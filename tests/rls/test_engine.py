@@ -234,6 +234,7 @@ def test_should_rate_limit(engine: Engine) -> None:
         engine.should_rate_limit(rate_limit_request(("t", None), ("free", None)), now_ns=T0)
     )
     assert resp.overall_code == rls_pb2.RateLimitResponse.OK
+    assert not resp.response_headers_to_add
     assert resp.statuses[0].current_limit.requests_per_unit == 10
     assert resp.statuses[0].limit_remaining == 4
     assert not resp.statuses[1].HasField("current_limit")  # no request limit for "free"
@@ -246,6 +247,8 @@ def test_should_rate_limit(engine: Engine) -> None:
     assert status.current_limit.unit == rls_pb2.RateLimitResponse.RateLimit.SECOND
     # 4 tokens left, 5 needed at 10/s: 100 ms.
     assert status.duration_until_reset.ToNanoseconds() == SEC // 10
+    # Envoy adds these to its 429: the client waits as after a denied Check (whole seconds).
+    assert [(h.key, h.value) for h in resp.response_headers_to_add] == [("retry-after", "1")]
     with pytest.raises(ValueError, match="malformed protobuf"):
         engine.should_rate_limit(b"\x0a\xff")
 

@@ -155,6 +155,22 @@ def test_overrides_file_is_followed(tmp_path: Path, overrides: Path) -> None:
         assert "cannot be loaded; keeping the last good set" in rls.log()
 
 
+def test_an_unchanged_overrides_file_keeps_limits_fresh(tmp_path: Path, overrides: Path) -> None:
+    """Each poll that reads the same, valid file confirms the limits (LimitsStale stays quiet
+    for an RLS that follows a file or a mounted ConfigMap); a broken file does not."""
+    with RlsProcess(
+        tmp_path, "--overrides", str(overrides), "--overrides-poll-seconds", "0.2"
+    ) as rls:
+        time.sleep(2)
+        assert rls.metric("rls_limits_stale_seconds") < 1
+        overrides.write_text("overrides: [not, a, map]\n")
+        time.sleep(2)
+        assert rls.metric("rls_limits_stale_seconds") >= 1.5
+        overrides.unlink()
+        time.sleep(0.5)
+        assert rls.metric("rls_limits_stale_seconds") >= 2
+
+
 def test_grpc_health_and_settings_from_environment(tmp_path: Path) -> None:
     env = {"MIMIR_EDGE_TENANT_HEADER": "X-Tenant", "MIMIR_EDGE_DEFAULT_INGESTION_BURST_SIZE": "50"}
     os.environ.update(env)

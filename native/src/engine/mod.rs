@@ -432,6 +432,9 @@ impl Engine {
         let hits = u64::from(req.hits_addend().max(1));
         let mut statuses = Vec::new();
         let mut over = false;
+        // Longest wait of the denied descriptors: Envoy adds `response_headers_to_add` to its
+        // 429, so the client gets the same Retry-After as from a denied Check.
+        let mut retry_after_ns: Option<u64> = None;
         for d in req.descriptors() {
             let d = d?;
             let hits = d.hits_addend().unwrap_or(hits);
@@ -478,7 +481,15 @@ impl Engine {
                 Take::Deny { retry_after_ns } => retry_after_ns.or(full_in).unwrap_or(0),
                 Take::Allow => full_in.unwrap_or(0),
             };
-            over |= decision == Decision::Deny;
+            if decision == Decision::Deny {
+                over = true;
+                if let Take::Deny {
+                    retry_after_ns: Some(wait),
+                } = take
+                {
+                    retry_after_ns = Some(retry_after_ns.map_or(wait, |w| w.max(wait)));
+                }
+            }
             statuses.push(DescriptorStatus {
                 code: if decision == Decision::Deny {
                     RlsCode::OverLimit
@@ -498,8 +509,17 @@ impl Engine {
         } else {
             RlsCode::Ok
         };
+        let retry = retry_after_ns.map(|w| retry_after_seconds(Some(w)).to_string());
+        let headers: Vec<Header<'_>> = retry
+            .as_deref()
+            .map(|value| Header {
+                name: "retry-after",
+                value,
+            })
+            .into_iter()
+            .collect();
         let mut out = Vec::with_capacity(64);
-        envoy::encode_rate_limit_response(overall, &statuses, &[], &mut out);
+        envoy::encode_rate_limit_response(overall, &statuses, &headers, &mut out);
         Ok(out)
     }
 

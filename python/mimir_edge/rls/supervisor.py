@@ -62,6 +62,9 @@ def run(settings: Settings) -> int:
         f"/dev/shm/mimir-edge-{os.getpid()}-{secrets.token_hex(4)}.table"
     )
     settings = dataclasses.replace(settings, table_path=table_path)
+    # The version of the overrides last loaded (taken first: a change while loading is
+    # picked up by the next poll), and the last one seen, loaded or not.
+    loaded_digest = seen_digest = _digest(settings.overrides)
     try:
         limit_set = load_overrides(settings)
     except (OSError, LimitsError) as e:
@@ -116,7 +119,6 @@ def run(settings: Settings) -> int:
             }
         },
     )
-    digest = _digest(settings.overrides)
     next_poll = time.monotonic() + settings.overrides_poll_seconds
     status = 0
     while not stopping.wait(0.25):
@@ -142,7 +144,11 @@ def run(settings: Settings) -> int:
         if settings.overrides and time.monotonic() >= next_poll:
             next_poll = time.monotonic() + settings.overrides_poll_seconds
             new_digest = _digest(settings.overrides)
-            if new_digest != digest:
+            if new_digest is not None and new_digest == loaded_digest:
+                # The set in force is confirmed by its source: fresh, nothing reloaded.
+                # A missing or broken file is not a confirmation: staleness grows.
+                engine.touch_limits(unix_ns=time.time_ns())
+            elif new_digest != seen_digest:
                 try:
                     limit_set = load_overrides(settings)
                 except (OSError, LimitsError) as e:
@@ -154,13 +160,14 @@ def run(settings: Settings) -> int:
                 else:
                     write_limits(limits_path, limit_set)
                     generation = engine.publish_generation(unix_ns=time.time_ns())
+                    loaded_digest = new_digest
                     log.info(
                         "overrides reloaded",
                         extra={
                             "fields": {"generation": generation, "tenants": len(limit_set.tenants)}
                         },
                     )
-                digest = new_digest
+            seen_digest = new_digest
 
     _drain(workers, settings.grace_period_seconds, log)
     if created:
