@@ -85,6 +85,11 @@ class EnvoyConfig:
     #: ``remote_timeout`` (30 s); a slow distributor should time out at the sender, not here.
     upstream_timeout_s: float = 30.0
 
+    #: ``False``: no ``ext_authz`` filter at all, pushes go to the distributor unchecked;
+    #: everything else is rendered as with ``True``. The baseline of the edge-latency
+    #: benchmark ("the same Envoy without ext_authz"), and a way to take the checks out of
+    #: the path without changing anything else.
+    ext_authz_enabled: bool = True
     #: ``False`` (fail closed): if the RLS cannot be asked, the push is refused with
     #: ``ext_authz_status_on_error``. ``True``: it goes through, marked with the header
     #: ``x-envoy-auth-failure-mode-allowed: true``.
@@ -247,6 +252,19 @@ def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
                 ]
             }
         ]
+    passthrough: dict[str, Any] = {
+        "name": "passthrough",
+        "match": {"prefix": "/"},
+        "route": {"cluster": UPSTREAM_CLUSTER, "timeout": _duration(cfg.upstream_timeout_s)},
+    }
+    if cfg.ext_authz_enabled:
+        # OTLP, queries, /ready...: no body buffering, no RLS call.
+        passthrough["typed_per_filter_config"] = {
+            _EXT_AUTHZ: {
+                "@type": _TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": True,
+            }
+        }
     return {
         "name": "mimir",
         "virtual_hosts": [
@@ -255,22 +273,7 @@ def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
                 "domains": ["*"],
                 "routes": [
                     {"name": "push", "match": {"path": PUSH_PATH}, "route": push_action},
-                    {
-                        "name": "passthrough",
-                        "match": {"prefix": "/"},
-                        "route": {
-                            "cluster": UPSTREAM_CLUSTER,
-                            "timeout": _duration(cfg.upstream_timeout_s),
-                        },
-                        # OTLP, queries, /ready...: no body buffering, no RLS call.
-                        "typed_per_filter_config": {
-                            _EXT_AUTHZ: {
-                                "@type": _TYPE
-                                + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                                "disabled": True,
-                            }
-                        },
-                    },
+                    passthrough,
                 ],
             }
         ],
@@ -295,6 +298,18 @@ def _http_filters(cfg: EnvoyConfig) -> list[dict[str, Any]]:
                 },
             }
         )
+    if cfg.ext_authz_enabled:
+        filters.append({"name": _EXT_AUTHZ, "typed_config": _ext_authz(cfg)})
+    filters.append(
+        {
+            "name": _ROUTER,
+            "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    return filters
+
+
+def _ext_authz(cfg: EnvoyConfig) -> dict[str, Any]:
     ext_authz: dict[str, Any] = {
         "@type": _TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
         "transport_api_version": "V3",
@@ -316,14 +331,7 @@ def _http_filters(cfg: EnvoyConfig) -> list[dict[str, Any]]:
         ext_authz["failure_mode_allow_header_add"] = True
     if cfg.ext_authz_status_on_error is not None:
         ext_authz["status_on_error"] = {"code": cfg.ext_authz_status_on_error}
-    filters.append({"name": _EXT_AUTHZ, "typed_config": ext_authz})
-    filters.append(
-        {
-            "name": _ROUTER,
-            "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
-        }
-    )
-    return filters
+    return ext_authz
 
 
 def _access_log(cfg: EnvoyConfig) -> dict[str, Any]:
