@@ -1,0 +1,70 @@
+"""The committed Envoy bootstraps (servers/envoy/*.json) are what ``render_bootstrap`` gives
+and real Envoy accepts them (``envoy --mode validate``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mimir_edge.envoy_config import render_bootstrap
+from tests.e2e.harness import envoy_binary
+
+ENVOY_DIR = Path(__file__).resolve().parents[2] / "servers" / "envoy"
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "servers_envoy_generate", ENVOY_DIR / "generate.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _generator()
+
+
+def test_every_committed_bootstrap_is_generated() -> None:
+    assert sorted(p.name for p in ENVOY_DIR.glob("*.json")) == sorted(GENERATOR.BOOTSTRAPS)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATOR.BOOTSTRAPS))
+def test_committed_bootstrap_is_the_rendering_and_envoy_accepts_it(name: str) -> None:
+    path = ENVOY_DIR / name
+    assert json.loads(path.read_text()) == render_bootstrap(GENERATOR.BOOTSTRAPS[name])
+    proc = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_generator_check_mode() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ENVOY_DIR / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_mirror_bootstrap_ends_at_the_nginx_sink_not_the_distributor() -> None:
+    """Envoy's upstream in the mirror phase is NGINX's sink (servers/nginx, port 8090)."""
+    mirror = GENERATOR.BOOTSTRAPS["envoy-mirror.json"]
+    full = GENERATOR.BOOTSTRAPS["envoy.json"]
+    sink = (ENVOY_DIR.parent / "nginx" / "mirror-sink-listen.conf").read_text()
+    assert f"listen {mirror.upstream_port};" in sink
+    assert mirror.upstream_port != full.upstream_port
