@@ -32,8 +32,8 @@ wheel: $(BIN)/python ## Build a wheel into dist/
 
 .PHONY: lint
 lint: ## ruff, mypy --strict, stubtest of _native, cargo fmt --check, clippy -D warnings
-	$(BIN)/ruff check python tests benchmarks
-	$(BIN)/ruff format --check python tests benchmarks
+	$(BIN)/ruff check python tests benchmarks servers
+	$(BIN)/ruff format --check python tests benchmarks servers
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest mimir_edge._native --allowlist .stubtest-allowlist
 	cd $(CRATE) && $(CARGO) fmt --check
@@ -42,8 +42,8 @@ lint: ## ruff, mypy --strict, stubtest of _native, cargo fmt --check, clippy -D 
 
 .PHONY: fmt
 fmt: ## Format Python and Rust
-	$(BIN)/ruff format python tests benchmarks
-	$(BIN)/ruff check --fix python tests benchmarks
+	$(BIN)/ruff format python tests benchmarks servers
+	$(BIN)/ruff check --fix python tests benchmarks servers
 	cd $(CRATE) && $(CARGO) fmt
 
 .PHONY: test-rust

@@ -22,6 +22,17 @@ What it sets up::
   ``//api/v1/push`` or ``/api%2Fv1%2Fpush`` cannot reach the distributor's push handler
   (Go routers clean and unescape paths) on the unscanned catch-all route.
 * Nothing depends on Envoy's ``--concurrency``.
+
+Mirror mode (``mirror_mode=True``, the rollout's mirror phase, where NGINX copies every push
+to Envoy and ignores Envoy's answer) changes only the push route: after ``ext_authz`` allowed a
+push, Envoy answers it 204 itself (a ``direct_response`` route) instead of forwarding it, so a
+copy never reaches the distributor, which already has the original::
+
+    NGINX ──copy──► listener ──► ext_authz ──► router: 204 (denied: the RLS's 429)
+                                    │
+                                    └──► RLS
+
+Every other path is still proxied to the distributor (NGINX mirrors only the push path).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "MIRROR_STATUS",
     "PUSH_PATH",
     "RATE_LIMIT_DOMAIN",
     "RLS_CLUSTER",
@@ -44,6 +56,8 @@ __all__ = [
 
 #: Mimir's remote-write push path; the only path whose bodies the RLS scans.
 PUSH_PATH = "/api/v1/push"
+#: Envoy's own answer to an allowed push in mirror mode (``EnvoyConfig.mirror_mode``).
+MIRROR_STATUS = 204
 #: Domain of the ratelimit filter's descriptors.
 RATE_LIMIT_DOMAIN = "mimir-edge"
 #: Cluster names in the bootstrap (they show up in Envoy's stats as ``cluster.<name>.*``).
@@ -113,6 +127,18 @@ class EnvoyConfig:
     #: while still bounding a hung RLS far below the sender's 30 s ``remote_timeout``.
     ext_authz_timeout_s: float = 1.0
 
+    #: The mirror phase: ``True`` makes Envoy answer an allowed push with 204 itself (route
+    #: ``direct_response``) instead of forwarding it to the distributor; a denied push still
+    #: gets the RLS's 429 (or ``ext_authz_status_on_error``), and every other path is still
+    #: proxied. NGINX (``servers/nginx/mirror.conf``) sends Envoy copies of pushes the
+    #: distributor already has and throws Envoy's answers away, so the RLS counts and decides
+    #: on every push and no copy is ingested twice. Needs ``ext_authz_enabled``; excludes
+    #: ``rate_limit_enabled`` (Envoy's ratelimit filter does nothing on a ``direct_response``
+    #: route: it takes its actions from the route's action and cluster, which that route has
+    #: not; the RLS charges the request limit in Check instead, ``mimir-edge rls
+    #: --request-rate-via authz``, its default) and ``push_path_rewrite`` (nothing is forwarded).
+    mirror_mode: bool = False
+
     #: Add the ``ratelimit`` filter (request-count limits per tenant, header-only).
     rate_limit_enabled: bool = False
     #: ``False``: if the RLS cannot be asked, the request goes on (to ``ext_authz``).
@@ -160,6 +186,28 @@ class EnvoyConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.mirror_mode:
+            self._check_mirror_mode()
+
+    def _check_mirror_mode(self) -> None:
+        # Each of these would make the mirror phase silently measure less than it claims.
+        if not self.ext_authz_enabled:
+            raise ValueError(
+                "mirror_mode needs ext_authz_enabled: without it Envoy answers 204 to every "
+                "copy and nothing is judged"
+            )
+        if self.rate_limit_enabled:
+            raise ValueError(
+                "mirror_mode excludes rate_limit_enabled: Envoy's ratelimit filter applies no "
+                "rate_limits on a direct_response route, so the request limit would go "
+                "unenforced; let the RLS charge it in Check (mimir-edge rls "
+                "--request-rate-via authz, the default)"
+            )
+        if self.push_path_rewrite is not None:
+            raise ValueError(
+                "push_path_rewrite has no effect with mirror_mode: Envoy answers pushes "
+                "itself and forwards none"
+            )
 
 
 def render_bootstrap(cfg: EnvoyConfig) -> dict[str, Any]:
@@ -229,7 +277,8 @@ def _listener(cfg: EnvoyConfig) -> dict[str, Any]:
 
 
 def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
-    """The push route (scanned, optionally rate limited) and a catch-all (not scanned)."""
+    """The push route (scanned; rate limited if enabled; answered by Envoy itself in mirror
+    mode) and a catch-all (not scanned)."""
     push_action: dict[str, Any] = {
         "cluster": UPSTREAM_CLUSTER,
         "timeout": _duration(cfg.upstream_timeout_s),
@@ -265,16 +314,20 @@ def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
                 "disabled": True,
             }
         }
+    push: dict[str, Any] = {"name": "push", "match": {"path": PUSH_PATH}}
+    if cfg.mirror_mode:
+        # The HTTP filters (ext_authz with the whole body) run before the router produces
+        # this answer; a denied push never gets here.
+        push["direct_response"] = {"status": MIRROR_STATUS}
+    else:
+        push["route"] = push_action
     return {
         "name": "mimir",
         "virtual_hosts": [
             {
                 "name": "mimir",
                 "domains": ["*"],
-                "routes": [
-                    {"name": "push", "match": {"path": PUSH_PATH}, "route": push_action},
-                    passthrough,
-                ],
+                "routes": [push, passthrough],
             }
         ],
     }

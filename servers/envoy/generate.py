@@ -9,7 +9,7 @@ configuration); never edit the JSON by hand. Usage::
 The loopback plan (one host, every component on 127.0.0.1):
 
 =================================  =====================================================
-NGINX (servers/nginx)              127.0.0.1:8000 (listen.conf), mirror sink 127.0.0.1:8090
+NGINX (servers/nginx)              127.0.0.1:8000 (listen.conf)
 Envoy                              127.0.0.1:10000, admin 127.0.0.1:9901
 RLS (``mimir-edge rls``)           gRPC 127.0.0.1:8081, HTTP 127.0.0.1:9090 (its defaults)
 Mimir distributor                  127.0.0.1:8080 (Mimir's default HTTP port)
@@ -42,9 +42,10 @@ _FULL = EnvoyConfig(
 #: File name -> the configuration it is rendered from.
 BOOTSTRAPS: dict[str, EnvoyConfig] = {
     "envoy.json": _FULL,
-    # Mirror phase: Envoy judges NGINX's copies; the copies it allows end at NGINX's sink
-    # (servers/nginx/mirror.conf), never at the distributor, which already has the original.
-    "envoy-mirror.json": replace(_FULL, upstream_port=8090),
+    # Mirror phase: Envoy judges NGINX's copies (servers/nginx/mirror.conf) and answers the
+    # ones it allows with 204 itself: none reaches the distributor, which has the original.
+    # Other paths are still proxied to the distributor.
+    "envoy-mirror.json": replace(_FULL, mirror_mode=True),
 }
 
 

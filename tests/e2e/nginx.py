@@ -3,9 +3,9 @@
 The mode files (``mirror.conf``, ``canary.conf``, ``edge.conf``, ``direct.conf``) and the shared
 includes are used as committed: a temporary configuration directory links to them. Only the
 files a user edits for a deployment are written by the test: ``upstreams.conf`` (the committed
-file with its two Kubernetes addresses replaced by loopback ports), ``listen.conf`` and
-``mirror-sink-listen.conf`` (loopback ports), and, when given, ``canary-split.conf`` (see
-:func:`canary_split`, which edits the committed file the way the guide tells users to).
+file with its two Kubernetes addresses replaced by loopback ports), ``listen.conf`` (a loopback
+port), and, when given, ``canary-split.conf`` (see :func:`canary_split`, which edits the
+committed file the way the guide tells users to).
 
 NGINX runs as the current user (``user`` is set only when that is root, so workers can use the
 temporary directory), in the foreground (``daemon off``), with its pid file, error log, access
@@ -49,7 +49,7 @@ MODES = ("mirror", "canary", "edge", "direct")
 DISTRIBUTOR_SERVICE = "mimir-distributor.mimir.svc.cluster.local:8080"
 ENVOY_SERVICE = "mimir-envoy.mimir-edge-enforcement.svc.cluster.local:8080"
 #: The files a user edits; everything else in servers/nginx is used as committed.
-_USER_FILES = ("upstreams.conf", "listen.conf", "mirror-sink-listen.conf", "canary-split.conf")
+_USER_FILES = ("upstreams.conf", "listen.conf", "canary-split.conf")
 _ENVOY_LINE = re.compile(r"^(\s*)[0-9.]+%(\s+mimir_envoy;)", re.MULTILINE)
 
 
@@ -91,7 +91,6 @@ def write_conf_dir(
     listen_port: int,
     distributor_port: int,
     envoy_port: int,
-    sink_port: int,
     canary: str | None = None,
     extra_http: str = "",
     worker_processes: int = 1,
@@ -110,7 +109,6 @@ def write_conf_dir(
             (edge_dir / path.name).symlink_to(path)
     (edge_dir / "upstreams.conf").write_text(_loopback_upstreams(distributor_port, envoy_port))
     (edge_dir / "listen.conf").write_text(f"listen {LOCALHOST}:{listen_port};\n")
-    (edge_dir / "mirror-sink-listen.conf").write_text(f"listen {LOCALHOST}:{sink_port};\n")
     split = NGINX_DIR / "canary-split.conf"
     if canary is None:
         (edge_dir / "canary-split.conf").symlink_to(split)
@@ -170,8 +168,6 @@ class NginxProcess:
     On entry: writes the configuration (:func:`write_conf_dir`), runs ``nginx -t``, starts
     NGINX and waits until its listening ports accept connections. On exit: SIGTERM (fast
     shutdown), then SIGKILL of its process group if it has not exited after ``stop_timeout_s``.
-    ``sink_port`` is the mirror mode's sink (Envoy's upstream during the mirror phase); it is
-    chosen here unless given, because Envoy must be configured with it before NGINX starts.
     ``extra_http`` adds test-only servers (see :func:`write_conf_dir`); NGINX is ready when
     ``extra_ports`` accept connections too.
     """
@@ -182,7 +178,6 @@ class NginxProcess:
         *,
         distributor_port: int,
         envoy_port: int,
-        sink_port: int | None = None,
         canary: str | None = None,
         listen_port: int | None = None,
         extra_http: str = "",
@@ -193,7 +188,6 @@ class NginxProcess:
         self.mode = mode
         self.distributor_port = distributor_port
         self.envoy_port = envoy_port
-        self.sink_port = sink_port if sink_port is not None else free_port()
         self.listen_port = listen_port if listen_port is not None else free_port()
         self.canary = canary
         self.extra_http = extra_http
@@ -239,7 +233,6 @@ class NginxProcess:
             listen_port=self.listen_port,
             distributor_port=self.distributor_port,
             envoy_port=self.envoy_port,
-            sink_port=self.sink_port,
             canary=self.canary,
             extra_http=self.extra_http,
         )
@@ -255,8 +248,6 @@ class NginxProcess:
                 start_new_session=True,
             )
         ports = [self.listen_port, *self.extra_ports]
-        if self.mode == "mirror":
-            ports.append(self.sink_port)
         deadline = time.monotonic() + self.ready_timeout_s
         while not all(_accepts(port) for port in ports):
             if self._proc.poll() is not None:

@@ -3,10 +3,11 @@
 NGINX (/usr/sbin/nginx) runs the committed mode files (see tests/e2e/nginx.py: only the files a
 user edits are written with loopback addresses); Envoy runs ``mimir_edge.envoy_config``'s
 bootstrap; the RLS is ``mimir-edge rls``; the distributor is a :class:`RecordingUpstream`
-answering 202, a status neither Envoy nor the RLS nor the mirror sink (204) gives, so a 202 at
-the client can only be the distributor's answer. A push that went through Envoy reaches the
-distributor with Envoy's ``x-envoy-expected-rq-timeout-ms`` header; a direct one does not.
-Everything listens on 127.0.0.1 and is stopped by its fixture or ``with`` block.
+answering 202, a status neither Envoy (in mirror mode it answers allowed pushes 204) nor the
+RLS gives, so a 202 at the client can only be the distributor's answer. A push that went
+through Envoy reaches the distributor with Envoy's ``x-envoy-expected-rq-timeout-ms`` header;
+a direct one does not. Everything listens on 127.0.0.1 and is stopped by its fixture or
+``with`` block.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from pathlib import Path
 import pytest
 
 from mimir_edge.encode import Sample, Series, compress, encode_v1
-from mimir_edge.envoy_config import DEFAULT_MAX_REQUEST_BYTES, PUSH_PATH, EnvoyConfig
+from mimir_edge.envoy_config import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    PUSH_PATH,
+    EnvoyConfig,
+)
 from tests.e2e.harness import (
     LOCALHOST,
     EnvoyProcess,
     HttpResponse,
     RecordedRequest,
     RecordingUpstream,
-    free_port,
     http_request,
 )
 from tests.e2e.nginx import (
@@ -131,7 +135,7 @@ def wait_for(
         time.sleep(0.05)
 
 
-def envoy_config(upstream_port: int, rls_port: int) -> EnvoyConfig:
+def envoy_config(upstream_port: int, rls_port: int, *, mirror_mode: bool = False) -> EnvoyConfig:
     return EnvoyConfig(
         upstream_host=LOCALHOST,
         upstream_port=upstream_port,
@@ -139,6 +143,7 @@ def envoy_config(upstream_port: int, rls_port: int) -> EnvoyConfig:
         rls_port=rls_port,
         listen_port=0,
         admin_port=0,
+        mirror_mode=mirror_mode,
     )
 
 
@@ -182,9 +187,7 @@ def decisions(rls: RlsProcess, tenant: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_passes_nginx_t(tmp_path: Path, mode: str) -> None:
-    main = write_conf_dir(
-        tmp_path, mode, listen_port=1, distributor_port=2, envoy_port=3, sink_port=4
-    )
+    main = write_conf_dir(tmp_path, mode, listen_port=1, distributor_port=2, envoy_port=3)
     assert "test is successful" in nginx_test(tmp_path, main)
 
 
@@ -196,7 +199,6 @@ def test_every_canary_step_passes_nginx_t(tmp_path: Path, percent: float) -> Non
         listen_port=1,
         distributor_port=2,
         envoy_port=3,
-        sink_port=4,
         canary=canary_split(percent),
     )
     assert "test is successful" in nginx_test(tmp_path, main)
@@ -211,7 +213,6 @@ def test_nginx_refuses_a_zero_percent_line(tmp_path: Path) -> None:
         listen_port=1,
         distributor_port=2,
         envoy_port=3,
-        sink_port=4,
         canary=text,
     )
     with pytest.raises(NginxError, match='invalid percent value "0%"'):
@@ -237,24 +238,19 @@ def test_user_files_hold_the_guides_defaults() -> None:
 def test_mirror_clients_hear_only_the_distributor_while_the_rls_sees_every_push(
     rls: RlsProcess,
 ) -> None:
-    """22 pushes of a roomy tenant and 5 of a tight one (burst 2500, 1000 samples each): every
-    client answer is the distributor's 202 (the tight tenant's 3 denied copies included); the
-    distributor gets each push exactly once, byte-identical, with its headers; the RLS decides
-    on a copy of each (2 allowed, 3 denied for the tight tenant); the allowed copies end at the
-    sink (Envoy's upstream in this phase), never at the distributor."""
-    sink_port = free_port()
+    """22 pushes of a roomy tenant and 5 of a tight one (burst 2500, 1000 samples each), with
+    Envoy in mirror mode in front of the distributor itself: every client answer is the
+    distributor's 202 (the tight tenant's 3 denied copies included); the distributor gets each
+    push exactly once, byte-identical, with its headers, and never from Envoy; the RLS decides
+    on a copy of each (2 allowed, 3 denied for the tight tenant); Envoy answers the 24 allowed
+    copies 204 itself and the 3 denied ones with the RLS's 429."""
     roomy, tight = "roomy-mirror", "tight-mirror"
     sent = [(roomy, push_body(i)) for i in range(22)]
     sent[5:5] = [(tight, push_body(100 + i, samples=1000)) for i in range(5)]
     with (
         RecordingUpstream(status=DISTRIBUTOR_STATUS) as dist,
-        EnvoyProcess(envoy_config(sink_port, rls.grpc_port)) as envoy,
-        NginxProcess(
-            "mirror",
-            distributor_port=dist.port,
-            envoy_port=envoy.listen_port,
-            sink_port=sink_port,
-        ) as nginx,
+        EnvoyProcess(envoy_config(dist.port, rls.grpc_port, mirror_mode=True)) as envoy,
+        NginxProcess("mirror", distributor_port=dist.port, envoy_port=envoy.listen_port) as nginx,
     ):
 
         def logs() -> str:
@@ -274,7 +270,24 @@ def test_mirror_clients_hear_only_the_distributor_while_the_rls_sees_every_push(
         wait_for("the RLS to decide on every copy", copies_decided, logs)
         assert decisions(rls, roomy) == (22, 0)
         assert decisions(rls, tight) == (2, 3)
-        # The distributor: every push once, in order, as sent (nothing lost, nothing doubled).
+
+        # Envoy answered every copy itself (204 if allowed, the RLS's 429 if not), forwarded none.
+        def envoy_answered_all() -> bool:
+            stats = envoy.stats()
+            answered = (
+                stats["http.ingress.downstream_rq_2xx"] + stats["http.ingress.downstream_rq_4xx"]
+            )
+            return answered == len(sent)
+
+        wait_for("Envoy to answer every copy", envoy_answered_all, logs)
+        stats = envoy.stats()
+        assert stats["http.ingress.rq_direct_response"] == stats["http.ingress.ext_authz.ok"] == 24
+        assert (
+            stats["http.ingress.downstream_rq_4xx"] == stats["http.ingress.ext_authz.denied"] == 3
+        )
+        assert stats["cluster.mimir_distributor.upstream_rq_total"] == 0
+        # The distributor: every push once, in order, as sent (nothing lost, nothing doubled),
+        # and none of them from Envoy.
         got = dist.requests
         assert [(r.header("x-scope-orgid"), r.body) for r in got] == sent
         assert via_envoy(got) == 0
@@ -283,17 +296,29 @@ def test_mirror_clients_hear_only_the_distributor_while_the_rls_sees_every_push(
             assert r.header("content-encoding") == "snappy"
             assert r.header("content-type") == "application/x-protobuf"
             assert r.header("x-prometheus-remote-write-version") == "0.1.0"
-        # Envoy: the sink answered the 24 allowed copies, ext_authz denied 3.
-        wait_for(
-            "Envoy's stats",
-            lambda: envoy.stats().get("cluster.mimir_distributor.upstream_rq_204", 0) == 24,
-            logs,
-        )
-        assert envoy.stats()["http.ingress.ext_authz.denied"] == 3
         # NGINX logged each client request once, answered by the distributor.
         log = nginx.access_log()
         assert len(log) == len(sent)
         assert {e["upstream_addr"] for e in log} == {f"{LOCALHOST}:{dist.port}"}
+
+
+def test_mirror_needs_envoy_in_mirror_mode_or_pushes_are_ingested_twice(rls: RlsProcess) -> None:
+    """Why mirror mode exists: an Envoy in its normal mode behind mirror.conf forwards every
+    copy it allows, so the distributor gets each push twice (once from Envoy)."""
+    with (
+        RecordingUpstream(status=DISTRIBUTOR_STATUS) as dist,
+        EnvoyProcess(envoy_config(dist.port, rls.grpc_port)) as envoy,
+        NginxProcess("mirror", distributor_port=dist.port, envoy_port=envoy.listen_port) as nginx,
+    ):
+        client = KeepAliveClient(nginx.url)
+        try:
+            statuses = [client.push("doubled-mirror", push_body(i)).status for i in range(3)]
+        finally:
+            client.close()
+        assert statuses == [DISTRIBUTOR_STATUS] * 3
+        wait_for("the copies", lambda: len(dist.requests) == 6, nginx.logs)
+        assert sorted(r.body for r in dist.requests) == sorted(2 * [push_body(i) for i in range(3)])
+        assert via_envoy(dist.requests) == 3
 
 
 @pytest.mark.parametrize("envoy_state", ["down", "hung"])

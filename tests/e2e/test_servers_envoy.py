@@ -3,6 +3,7 @@ and real Envoy accepts them (``envoy --mode validate``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -61,10 +62,11 @@ def test_generator_check_mode() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_mirror_bootstrap_ends_at_the_nginx_sink_not_the_distributor() -> None:
-    """Envoy's upstream in the mirror phase is NGINX's sink (servers/nginx, port 8090)."""
+def test_mirror_bootstrap_is_the_full_one_in_mirror_mode() -> None:
+    """The mirror phase needs nothing beside NGINX's mirror.conf: Envoy's upstream is the
+    distributor as in the other phases, and Envoy answers the copies it allows itself."""
     mirror = GENERATOR.BOOTSTRAPS["envoy-mirror.json"]
     full = GENERATOR.BOOTSTRAPS["envoy.json"]
-    sink = (ENVOY_DIR.parent / "nginx" / "mirror-sink-listen.conf").read_text()
-    assert f"listen {mirror.upstream_port};" in sink
-    assert mirror.upstream_port != full.upstream_port
+    assert not full.mirror_mode
+    assert mirror == dataclasses.replace(full, mirror_mode=True)
+    assert not (ENVOY_DIR.parent / "nginx" / "mirror-sink-listen.conf").exists()
