@@ -31,14 +31,21 @@ wheel: $(BIN)/python ## Build a wheel into dist/
 	$(BIN)/maturin build --release --out dist
 
 .PHONY: lint
-lint: ## ruff, mypy --strict, stubtest of _native, cargo fmt --check, clippy -D warnings
+lint: ## ruff, mypy --strict, stubtest of _native, generated configs up to date, cargo fmt --check, clippy -D warnings
 	$(BIN)/ruff check python tests benchmarks servers
 	$(BIN)/ruff format --check python tests benchmarks servers
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest mimir_edge._native --allowlist .stubtest-allowlist
+	$(BIN)/python -m mimir_edge.envoy_helm --check
+	$(BIN)/python servers/envoy/generate.py --check
 	cd $(CRATE) && $(CARGO) fmt --check
 	cd $(CRATE) && $(CARGO) clippy --all-targets -- -D warnings
 	cd $(CRATE) && $(CARGO) clippy --all-targets --features python -- -D warnings
+
+.PHONY: charts
+charts: ## Regenerate what is rendered from envoy_config: the Envoy chart's bootstrap and servers/envoy/
+	$(BIN)/python -m mimir_edge.envoy_helm
+	$(BIN)/python servers/envoy/generate.py
 
 .PHONY: fmt
 fmt: ## Format Python and Rust

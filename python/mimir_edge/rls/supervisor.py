@@ -96,7 +96,11 @@ def run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
 
-    env = dict(os.environ, MIMIR_EDGE_WORKER_SETTINGS=settings.to_json())
+    env = dict(
+        os.environ,
+        MIMIR_EDGE_WORKER_SETTINGS=settings.to_json(),
+        MIMIR_EDGE_SUPERVISOR_PID=str(os.getpid()),
+    )
     workers = [_Worker(i) for i in range(settings.workers)]
 
     def start(w: _Worker) -> None:

@@ -211,7 +211,10 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    # The parent died before prctl took effect: we were re-parented. Compared with the
+    # supervisor's PID, not with 1: in a container the supervisor itself may be PID 1.
+    supervisor = os.environ.get("MIMIR_EDGE_SUPERVISOR_PID")
+    if supervisor and os.getppid() != int(supervisor):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
