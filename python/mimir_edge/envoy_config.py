@@ -24,15 +24,21 @@ What it sets up::
 * Nothing depends on Envoy's ``--concurrency``.
 
 Mirror mode (``mirror_mode=True``, the rollout's mirror phase, where NGINX copies every push
-to Envoy and ignores Envoy's answer) changes only the push route: after ``ext_authz`` allowed a
-push, Envoy answers it 204 itself (a ``direct_response`` route) instead of forwarding it, so a
-copy never reaches the distributor, which already has the original::
+to Envoy and ignores Envoy's answer) adds one route in front of the push route. NGINX marks its
+copies with the header ``X-Mimir-Edge-Mirror`` (:data:`MIRROR_HEADER`); a push carrying it is
+judged by ``ext_authz`` and, if allowed, answered 204 by Envoy itself (a ``direct_response``
+route), so a copy never reaches the distributor, which already has the original. A push
+without the header takes the normal push route and is forwarded::
 
-    NGINX ──copy──► listener ──► ext_authz ──► router: 204 (denied: the RLS's 429)
-                                    │
-                                    └──► RLS
+    NGINX ──copy (header)──► listener ──► ext_authz ──► router: 204 (denied: the RLS's 429)
+    NGINX ──push──────────►    (same)  ──► ext_authz ──► router ──► distributor
 
-Every other path is still proxied to the distributor (NGINX mirrors only the push path).
+Why this is safe: only a marked copy is ever answered without being forwarded, and the mark is
+NGINX's alone. Every NGINX mode file (``servers/nginx/proxy.conf``) clears a client's
+``X-Mimir-Edge-Mirror`` before proxying, except the internal mirror location that sets it on
+the copy; Envoy removes it before forwarding anything (``request_headers_to_remove``, in every
+mode), so it never reaches Mimir. An Envoy left in mirror mode behind ``canary.conf`` or
+``edge.conf`` therefore forwards every push exactly as a normal one does.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "MIRROR_HEADER",
     "MIRROR_STATUS",
     "PUSH_PATH",
     "RATE_LIMIT_DOMAIN",
@@ -56,7 +63,10 @@ __all__ = [
 
 #: Mimir's remote-write push path; the only path whose bodies the RLS scans.
 PUSH_PATH = "/api/v1/push"
-#: Envoy's own answer to an allowed push in mirror mode (``EnvoyConfig.mirror_mode``).
+#: The mark of NGINX's mirror copies (``servers/nginx/mirror.conf`` sets it; every other NGINX
+#: location clears it). In mirror mode a push carrying it is answered by Envoy, never forwarded.
+MIRROR_HEADER = "X-Mimir-Edge-Mirror"
+#: Envoy's own answer to an allowed copy in mirror mode (``EnvoyConfig.mirror_mode``).
 MIRROR_STATUS = 204
 #: Domain of the ratelimit filter's descriptors.
 RATE_LIMIT_DOMAIN = "mimir-edge"
@@ -127,16 +137,18 @@ class EnvoyConfig:
     #: while still bounding a hung RLS far below the sender's 30 s ``remote_timeout``.
     ext_authz_timeout_s: float = 1.0
 
-    #: The mirror phase: ``True`` makes Envoy answer an allowed push with 204 itself (route
-    #: ``direct_response``) instead of forwarding it to the distributor; a denied push still
-    #: gets the RLS's 429 (or ``ext_authz_status_on_error``), and every other path is still
-    #: proxied. NGINX (``servers/nginx/mirror.conf``) sends Envoy copies of pushes the
-    #: distributor already has and throws Envoy's answers away, so the RLS counts and decides
-    #: on every push and no copy is ingested twice. Needs ``ext_authz_enabled``; excludes
-    #: ``rate_limit_enabled`` (Envoy's ratelimit filter does nothing on a ``direct_response``
-    #: route: it takes its actions from the route's action and cluster, which that route has
-    #: not; the RLS charges the request limit in Check instead, ``mimir-edge rls
-    #: --request-rate-via authz``, its default) and ``push_path_rewrite`` (nothing is forwarded).
+    #: The mirror phase: ``True`` makes Envoy answer an allowed push that carries
+    #: :data:`MIRROR_HEADER` (a copy from NGINX's ``servers/nginx/mirror.conf``) with 204
+    #: itself (route ``direct_response``) instead of forwarding it; a denied copy still gets
+    #: the RLS's 429 (or ``ext_authz_status_on_error``), which NGINX throws away. The
+    #: distributor already has the original, so no copy is ingested twice, and the RLS counts
+    #: and decides on every push. A push WITHOUT the header is treated exactly as with
+    #: ``False`` (checked, rate limited if enabled, rewritten if set, forwarded), so an Envoy
+    #: left in mirror mode behind ``canary.conf``/``edge.conf`` loses nothing. Needs
+    #: ``ext_authz_enabled`` (without it every copy would be answered 204 unjudged). With
+    #: ``rate_limit_enabled``, copies are not charged by Envoy's ratelimit filter (it does
+    #: nothing on a ``direct_response`` route); the RLS charges the request limit of a copy
+    #: only in Check (``mimir-edge rls --request-rate-via authz``, its default).
     mirror_mode: bool = False
 
     #: Add the ``ratelimit`` filter (request-count limits per tenant, header-only).
@@ -190,23 +202,13 @@ class EnvoyConfig:
             self._check_mirror_mode()
 
     def _check_mirror_mode(self) -> None:
-        # Each of these would make the mirror phase silently measure less than it claims.
+        # Without ext_authz the mirror phase would silently judge nothing. rate_limit_enabled
+        # and push_path_rewrite are allowed: they act on the pushes Envoy forwards (those
+        # without the mirror header), as without mirror_mode.
         if not self.ext_authz_enabled:
             raise ValueError(
                 "mirror_mode needs ext_authz_enabled: without it Envoy answers 204 to every "
                 "copy and nothing is judged"
-            )
-        if self.rate_limit_enabled:
-            raise ValueError(
-                "mirror_mode excludes rate_limit_enabled: Envoy's ratelimit filter applies no "
-                "rate_limits on a direct_response route, so the request limit would go "
-                "unenforced; let the RLS charge it in Check (mimir-edge rls "
-                "--request-rate-via authz, the default)"
-            )
-        if self.push_path_rewrite is not None:
-            raise ValueError(
-                "push_path_rewrite has no effect with mirror_mode: Envoy answers pushes "
-                "itself and forwards none"
             )
 
 
@@ -277,8 +279,8 @@ def _listener(cfg: EnvoyConfig) -> dict[str, Any]:
 
 
 def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
-    """The push route (scanned; rate limited if enabled; answered by Envoy itself in mirror
-    mode) and a catch-all (not scanned)."""
+    """In mirror mode the copies' route (scanned, answered by Envoy itself), then the push
+    route (scanned; rate limited if enabled) and a catch-all (not scanned)."""
     push_action: dict[str, Any] = {
         "cluster": UPSTREAM_CLUSTER,
         "timeout": _duration(cfg.upstream_timeout_s),
@@ -314,22 +316,26 @@ def _route_config(cfg: EnvoyConfig) -> dict[str, Any]:
                 "disabled": True,
             }
         }
-    push: dict[str, Any] = {"name": "push", "match": {"path": PUSH_PATH}}
+    push: dict[str, Any] = {"name": "push", "match": {"path": PUSH_PATH}, "route": push_action}
+    routes = [push, passthrough]
     if cfg.mirror_mode:
-        # The HTTP filters (ext_authz with the whole body) run before the router produces
-        # this answer; a denied push never gets here.
-        push["direct_response"] = {"status": MIRROR_STATUS}
-    else:
-        push["route"] = push_action
+        # NGINX's copies only (see the module docstring); the HTTP filters (ext_authz with the
+        # whole body) run before the router produces this answer, so a denied copy never
+        # gets here. Every other push falls through to the normal push route.
+        copy: dict[str, Any] = {
+            "name": "mirror_copy",
+            "match": {
+                "path": PUSH_PATH,
+                "headers": [{"name": MIRROR_HEADER, "present_match": True}],
+            },
+            "direct_response": {"status": MIRROR_STATUS},
+        }
+        routes.insert(0, copy)
     return {
         "name": "mimir",
-        "virtual_hosts": [
-            {
-                "name": "mimir",
-                "domains": ["*"],
-                "routes": [push, passthrough],
-            }
-        ],
+        # In every mode: the mark of a copy is between NGINX and Envoy, never for Mimir.
+        "request_headers_to_remove": [MIRROR_HEADER],
+        "virtual_hosts": [{"name": "mimir", "domains": ["*"], "routes": routes}],
     }
 
 

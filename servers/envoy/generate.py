@@ -42,9 +42,10 @@ _FULL = EnvoyConfig(
 #: File name -> the configuration it is rendered from.
 BOOTSTRAPS: dict[str, EnvoyConfig] = {
     "envoy.json": _FULL,
-    # Mirror phase: Envoy judges NGINX's copies (servers/nginx/mirror.conf) and answers the
-    # ones it allows with 204 itself: none reaches the distributor, which has the original.
-    # Other paths are still proxied to the distributor.
+    # Mirror phase: Envoy judges NGINX's copies (servers/nginx/mirror.conf marks them with
+    # X-Mimir-Edge-Mirror) and answers the ones it allows with 204 itself: none reaches the
+    # distributor, which has the original. Pushes without the mark, and other paths, are
+    # forwarded as with envoy.json.
     "envoy-mirror.json": replace(_FULL, mirror_mode=True),
 }
 

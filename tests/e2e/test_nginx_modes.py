@@ -6,7 +6,8 @@ bootstrap; the RLS is ``mimir-edge rls``; the distributor is a :class:`Recording
 answering 202, a status neither Envoy (in mirror mode it answers allowed pushes 204) nor the
 RLS gives, so a 202 at the client can only be the distributor's answer. A push that went
 through Envoy reaches the distributor with Envoy's ``x-envoy-expected-rq-timeout-ms`` header;
-a direct one does not. Everything listens on 127.0.0.1 and is stopped by its fixture or
+a direct one does not. NGINX's mirror copies carry ``MIRROR_HEADER``, which no client can set:
+every mode removes a client's. Everything listens on 127.0.0.1 and is stopped by its fixture or
 ``with`` block.
 """
 
@@ -25,6 +26,7 @@ import pytest
 from mimir_edge.encode import Sample, Series, compress, encode_v1
 from mimir_edge.envoy_config import (
     DEFAULT_MAX_REQUEST_BYTES,
+    MIRROR_HEADER,
     PUSH_PATH,
     EnvoyConfig,
 )
@@ -81,6 +83,10 @@ def push_headers(tenant: str) -> dict[str, str]:
     }
 
 
+#: A client pretending its push is NGINX's mirror copy.
+FORGED = {MIRROR_HEADER: "1"}
+
+
 class KeepAliveClient:
     """Pushes on one persistent HTTP/1.1 connection, as a remote-write shard does."""
 
@@ -95,8 +101,8 @@ class KeepAliveClient:
         resp = self.conn.getresponse()
         return HttpResponse(resp.status, tuple(resp.getheaders()), resp.read())
 
-    def push(self, tenant: str, body: bytes) -> HttpResponse:
-        return self.request("POST", PUSH_PATH, body, push_headers(tenant))
+    def push(self, tenant: str, body: bytes, extra: dict[str, str] | None = None) -> HttpResponse:
+        return self.request("POST", PUSH_PATH, body, push_headers(tenant) | (extra or {}))
 
     def close(self) -> None:
         self.conn.close()
@@ -119,6 +125,24 @@ def push_many(url: str, tenants: Sequence[str], *, clients: int = 4) -> list[int
     with ThreadPoolExecutor(clients) as pool:
         results = [r for part in pool.map(run, range(clients)) for r in part]
     return [status for _, status in sorted(results)]
+
+
+def push_with_repeated_header(
+    url: str, body: bytes, tenant: str, name: str, value: str
+) -> HttpResponse:
+    """A push carrying header ``name: value`` twice, in two spellings (a mapping cannot)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("POST", PUSH_PATH, skip_accept_encoding=True)
+        for key, val in [*push_headers(tenant).items(), (name, value), (name.lower(), value)]:
+            conn.putheader(key, val)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return HttpResponse(resp.status, tuple(resp.getheaders()), resp.read())
+    finally:
+        conn.close()
 
 
 def via_envoy(requests: Sequence[RecordedRequest]) -> int:
@@ -166,6 +190,13 @@ def distributor() -> Iterator[RecordingUpstream]:
 def envoy(rls: RlsProcess, distributor: RecordingUpstream) -> Iterator[EnvoyProcess]:
     """Envoy in front of the distributor, as in the canary and edge phases."""
     with EnvoyProcess(envoy_config(distributor.port, rls.grpc_port)) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def mirror_envoy(rls: RlsProcess, distributor: RecordingUpstream) -> Iterator[EnvoyProcess]:
+    """Envoy still in mirror mode in front of the distributor (after the mirror phase)."""
+    with EnvoyProcess(envoy_config(distributor.port, rls.grpc_port, mirror_mode=True)) as proc:
         yield proc
 
 
@@ -241,12 +272,14 @@ def test_mirror_clients_hear_only_the_distributor_while_the_rls_sees_every_push(
     """22 pushes of a roomy tenant and 5 of a tight one (burst 2500, 1000 samples each), with
     Envoy in mirror mode in front of the distributor itself: every client answer is the
     distributor's 202 (the tight tenant's 3 denied copies included); the distributor gets each
-    push exactly once, byte-identical, with its headers, and never from Envoy; the RLS decides
-    on a copy of each (2 allowed, 3 denied for the tight tenant); Envoy answers the 24 allowed
-    copies 204 itself and the 3 denied ones with the RLS's 429."""
+    push exactly once, byte-identical, with its headers (never the mirror mark, which every
+    third client sends itself), and never from Envoy; the RLS decides on a copy of each (2
+    allowed, 3 denied for the tight tenant); Envoy answers the 24 allowed copies 204 itself
+    and the 3 denied ones with the RLS's 429."""
     roomy, tight = "roomy-mirror", "tight-mirror"
     sent = [(roomy, push_body(i)) for i in range(22)]
     sent[5:5] = [(tight, push_body(100 + i, samples=1000)) for i in range(5)]
+    forged = set(range(0, len(sent), 3))  # these clients send the mirror mark themselves
     with (
         RecordingUpstream(status=DISTRIBUTOR_STATUS) as dist,
         EnvoyProcess(envoy_config(dist.port, rls.grpc_port, mirror_mode=True)) as envoy,
@@ -258,7 +291,10 @@ def test_mirror_clients_hear_only_the_distributor_while_the_rls_sees_every_push(
 
         client = KeepAliveClient(nginx.url)
         try:
-            answers = [client.push(tenant, body) for tenant, body in sent]
+            answers = [
+                client.push(tenant, body, FORGED if i in forged else None)
+                for i, (tenant, body) in enumerate(sent)
+            ]
         finally:
             client.close()
         assert [a.status for a in answers] == [DISTRIBUTOR_STATUS] * len(sent), logs()
@@ -293,6 +329,7 @@ def test_mirror_clients_hear_only_the_distributor_while_the_rls_sees_every_push(
         assert via_envoy(got) == 0
         for r in got:
             assert r.path == PUSH_PATH
+            assert r.header(MIRROR_HEADER) is None
             assert r.header("content-encoding") == "snappy"
             assert r.header("content-type") == "application/x-protobuf"
             assert r.header("x-prometheus-remote-write-version") == "0.1.0"
@@ -319,6 +356,33 @@ def test_mirror_needs_envoy_in_mirror_mode_or_pushes_are_ingested_twice(rls: Rls
         wait_for("the copies", lambda: len(dist.requests) == 6, nginx.logs)
         assert sorted(r.body for r in dist.requests) == sorted(2 * [push_body(i) for i in range(3)])
         assert via_envoy(dist.requests) == 3
+        assert all(r.header(MIRROR_HEADER) is None for r in dist.requests)  # Envoy removes it
+
+
+def test_mirror_copies_carry_the_mark_and_the_shared_headers() -> None:
+    """What mirror.conf sends Envoy (recorded here by an upstream standing in its place): the
+    push's body, path and headers, NGINX's shared proxy headers (the mirror location sets its
+    own, so it must include them again: the original's X-Request-ID, no ``Connection: close``,
+    which would end keep-alive), and the mark exactly once with the value ``1``, even when the
+    client sent its own (twice, here). The original reaches the distributor without any mark."""
+    with (
+        RecordingUpstream(status=DISTRIBUTOR_STATUS) as dist,
+        RecordingUpstream(status=204) as copies,
+        NginxProcess("mirror", distributor_port=dist.port, envoy_port=copies.port) as nginx,
+    ):
+        plain = http_request(nginx.url, "POST", PUSH_PATH, push_body(1), push_headers("t"))
+        forged = push_with_repeated_header(nginx.url, push_body(2), "t", MIRROR_HEADER, "1")
+        assert (plain.status, forged.status) == (DISTRIBUTOR_STATUS,) * 2, nginx.logs()
+        wait_for("both copies", lambda: len(copies.requests) == 2, nginx.logs)
+        originals, mirrored = dist.requests, copies.requests
+    assert [r.body for r in originals] == [r.body for r in mirrored] == [push_body(1), push_body(2)]
+    for original, copy in zip(originals, mirrored, strict=True):
+        assert original.header(MIRROR_HEADER) is None
+        assert [v for k, v in copy.headers if k.lower() == MIRROR_HEADER.lower()] == ["1"]
+        assert copy.path == PUSH_PATH
+        assert copy.header("connection") is None
+        for name in ("x-request-id", "host", "x-forwarded-for", "x-scope-orgid", "content-type"):
+            assert copy.header(name) == original.header(name) is not None, name
 
 
 @pytest.mark.parametrize("envoy_state", ["down", "hung"])
@@ -477,6 +541,39 @@ def test_edge_sends_everything_through_envoy(
         assert r.header("x-prometheus-remote-write-version") == "0.1.0"
     assert got[12].path == "/prometheus/api/v1/query?query=up"
     assert decisions(rls, "tight-edge") == (2, 1)
+
+
+@pytest.mark.parametrize("mode", ["canary", "edge", "direct"])
+@pytest.mark.usefixtures("clean")
+def test_a_client_cannot_have_its_push_taken_for_a_mirror_copy(
+    mode: str, rls: RlsProcess, distributor: RecordingUpstream, mirror_envoy: EnvoyProcess
+) -> None:
+    """Envoy left in mirror mode after the mirror phase, behind canary.conf (100 %), edge.conf
+    or direct.conf, and clients sending the mirror mark themselves (once, or twice in two
+    spellings): NGINX removes it, so every push reaches the distributor (through Envoy except
+    with direct.conf) byte-identical and without the mark, and Envoy answers none itself."""
+    tenant = f"forged-{mode}"
+    canary = canary_split(100) if mode == "canary" else None
+    with NginxProcess(
+        mode, distributor_port=distributor.port, envoy_port=mirror_envoy.listen_port, canary=canary
+    ) as nginx:
+        client = KeepAliveClient(nginx.url)
+        try:
+            answers = [client.push(tenant, push_body(i), FORGED) for i in range(4)]
+        finally:
+            client.close()
+        answers.append(
+            push_with_repeated_header(nginx.url, push_body(4), tenant, MIRROR_HEADER, "1")
+        )
+        assert [a.status for a in answers] == [DISTRIBUTOR_STATUS] * 5, nginx.logs()
+    got = distributor.requests
+    assert [(r.header("x-scope-orgid"), r.body) for r in got] == [
+        (tenant, push_body(i)) for i in range(5)
+    ]
+    assert all(r.header(MIRROR_HEADER) is None for r in got)
+    assert via_envoy(got) == (0 if mode == "direct" else 5)
+    assert decisions(rls, tenant) == ((0, 0) if mode == "direct" else (5, 0))
+    assert mirror_envoy.stats()["http.ingress.rq_direct_response"] == 0
 
 
 @pytest.mark.usefixtures("clean")

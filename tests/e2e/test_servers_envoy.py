@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from mimir_edge.envoy_config import render_bootstrap
+from mimir_edge.envoy_config import MIRROR_HEADER, MIRROR_STATUS, render_bootstrap
 from tests.e2e.harness import envoy_binary
 
 ENVOY_DIR = Path(__file__).resolve().parents[2] / "servers" / "envoy"
@@ -64,9 +65,23 @@ def test_generator_check_mode() -> None:
 
 def test_mirror_bootstrap_is_the_full_one_in_mirror_mode() -> None:
     """The mirror phase needs nothing beside NGINX's mirror.conf: Envoy's upstream is the
-    distributor as in the other phases, and Envoy answers the copies it allows itself."""
+    distributor as in the other phases, and the only difference is the route that answers
+    NGINX's marked copies itself; every other push is routed as in envoy.json."""
     mirror = GENERATOR.BOOTSTRAPS["envoy-mirror.json"]
     full = GENERATOR.BOOTSTRAPS["envoy.json"]
     assert not full.mirror_mode
     assert mirror == dataclasses.replace(full, mirror_mode=True)
     assert not (ENVOY_DIR.parent / "nginx" / "mirror-sink-listen.conf").exists()
+
+    def routes(name: str) -> list[dict[str, Any]]:
+        (listener,) = json.loads((ENVOY_DIR / name).read_text())["static_resources"]["listeners"]
+        route_config = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        assert route_config["request_headers_to_remove"] == [MIRROR_HEADER]
+        (host,) = route_config["virtual_hosts"]
+        found: list[dict[str, Any]] = host["routes"]
+        return found
+
+    copy, *rest = routes("envoy-mirror.json")
+    assert rest == routes("envoy.json")
+    assert copy["match"]["headers"] == [{"name": MIRROR_HEADER, "present_match": True}]
+    assert copy["direct_response"] == {"status": MIRROR_STATUS}
