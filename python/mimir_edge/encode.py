@@ -66,6 +66,7 @@ __all__ = [
     "compress",
     "encode_v1",
     "encode_v2",
+    "varint",
 ]
 
 #: Label pairs ``((name, value), ...)`` in the order they go on the wire.
@@ -165,7 +166,7 @@ _BYTE = tuple(bytes((i,)) for i in range(0x80))
 _pack_double: Callable[[float], bytes] = struct.Struct("<d").pack
 
 
-def _varint(v: int) -> bytes:
+def varint(v: int) -> bytes:
     """Unsigned varint of ``0 <= v < 2**64`` (callers check the range)."""
     if v < 0x80:
         return _BYTE[v]
@@ -186,20 +187,20 @@ def _check(v: int, lo: int, hi: int, what: str) -> int:
 
 
 def _uint64(v: int, what: str) -> bytes:
-    return _varint(_check(v, 0, _U64, what))
+    return varint(_check(v, 0, _U64, what))
 
 
 def _uint32(v: int, what: str) -> bytes:
-    return _varint(_check(v, 0, _U32, what))
+    return varint(_check(v, 0, _U32, what))
 
 
 def _int64(v: int, what: str) -> bytes:
     """int64 (and int32/enum, sign-extended to 10 bytes when negative, as protobuf does)."""
-    return _varint(_check(v, -_I64, _I64, what) & _MASK64)
+    return varint(_check(v, -_I64, _I64, what) & _MASK64)
 
 
 def _int32(v: int, what: str) -> bytes:
-    return _varint(_check(v, -_I32, _I32, what) & _MASK64)
+    return varint(_check(v, -_I32, _I32, what) & _MASK64)
 
 
 def _zigzag(v: int) -> int:
@@ -207,11 +208,11 @@ def _zigzag(v: int) -> int:
 
 
 def _sint64(v: int, what: str) -> bytes:
-    return _varint(_zigzag(_check(v, -_I64, _I64, what)))
+    return varint(_zigzag(_check(v, -_I64, _I64, what)))
 
 
 def _sint32(v: int, what: str) -> bytes:
-    return _varint(_zigzag(_check(v, -_I32, _I32, what)))
+    return varint(_zigzag(_check(v, -_I32, _I32, what)))
 
 
 def _nonzero_double(v: float) -> bool:
@@ -221,7 +222,7 @@ def _nonzero_double(v: float) -> bool:
 
 def _put_len(out: bytearray, key: bytes, body: bytes | bytearray) -> None:
     out += key
-    out += _varint(len(body))
+    out += varint(len(body))
     out += body
 
 
@@ -230,7 +231,7 @@ def _put_str(out: bytearray, key: bytes, s: str) -> None:
     if s:
         b = s.encode()
         out += key
-        out += _varint(len(b))
+        out += varint(len(b))
         out += b
 
 
@@ -318,7 +319,7 @@ def _v1_label(name: str, value: str) -> bytes:
     body = bytearray()
     _put_str(body, b"\x0a", name)
     _put_str(body, b"\x12", value)
-    return b"\x0a" + _varint(len(body)) + body
+    return b"\x0a" + varint(len(body)) + body
 
 
 def encode_v1(series: Sequence[Series], metadata: Sequence[MetricMetadata] = ()) -> bytes:
@@ -367,7 +368,7 @@ def encode_v2(series: Sequence[Series]) -> bytes:
         i = symbols.get(s)
         if i is None:
             i = symbols[s] = len(symbols)
-        return _varint(i)
+        return varint(i)
 
     def refs(labels: Labels) -> bytes:
         return b"".join([ref(x) for pair in labels for x in pair])
@@ -404,7 +405,7 @@ def encode_v2(series: Sequence[Series]) -> bytes:
     for sym in symbols:  # dicts keep insertion order: index order
         b = sym.encode()
         out += b"\x22"
-        out += _varint(len(b))
+        out += varint(len(b))
         out += b
     out += timeseries
     return bytes(out)

@@ -34,6 +34,7 @@ from mimir_edge.encode import (
     Series,
     encode_v1,
     encode_v2,
+    varint,
 )
 from mimir_edge.loadgen.series import Kind, SeriesSpec, realistic_series
 
@@ -89,15 +90,6 @@ class Body:
     stats: WriteStats
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
 @dataclass(frozen=True, slots=True)
 class Template:
     """One body's uncompressed protobuf cut wherever its (single) timestamp goes."""
@@ -107,7 +99,7 @@ class Template:
 
     def stamped(self, timestamp_ms: int) -> bytes:
         """The snappy-compressed body with every timestamp set to ``timestamp_ms``."""
-        return snappy_compress(_varint(timestamp_ms).join(self.parts))
+        return snappy_compress(varint(timestamp_ms).join(self.parts))
 
 
 # -- synthetic bodies -------------------------------------------------------------------------
@@ -166,7 +158,7 @@ def _chunks(
 
 def _template(entries: list[Series], protocol: int, ts: int) -> Template | None:
     raw = encode_v2(entries) if protocol == 2 else encode_v1(entries)
-    stamp = _varint(ts)
+    stamp = varint(ts)
     parts = raw.split(stamp)
     stats = scan_remote_write(snappy_compress(raw), content_type=content_type(protocol))
     if len(parts) - 1 != stats.samples + stats.histograms + stats.exemplars:
