@@ -26,10 +26,10 @@ from mimir_edge.encode import (
     MetricType,
     Sample,
     Series,
-    _varint,
     compress,
     encode_v1,
     encode_v2,
+    varint,
 )
 from tests.conftest import CorpusFile, corpus_dir
 from tests.test_encode import series_from_v1
@@ -304,7 +304,7 @@ def test_v2_metadata_type_is_int32(
     pb: Any, metric_type: int, names: list[str], expected: int
 ) -> None:
     symbols = ["", "__name__", *names]
-    md = b"\x08" + _varint(metric_type)
+    md = b"\x08" + varint(metric_type)
     bodies = [
         b"\x0a\x02\x01" + bytes([2 + i]) + b"\x2a" + bytes([len(md)]) + md
         for i in range(len(names))

@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,12 +50,17 @@ def wait_until(cond: Callable[[], object], timeout: float = 5.0, what: str = "")
 class FakeRls:
     """The RLS admin API (GET/PUT /api/v1/limits, bearer token) on 127.0.0.1, recording
     every PUT. ``restart()`` brings it back on the same port with a fresh (default) set, as a
-    restarted replica."""
+    restarted replica. ``instances``: its replica count (``--instances``), reported in the
+    ``X-Mimir-Edge-Instances`` header and replaced by a PUT's ``?instances=N``; None plays an
+    RLS from before the count (no header, the parameter ignored)."""
 
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, instances: int | None = 1) -> None:
         self.token = token
         self.puts: list[dict[str, Any]] = []
+        self.put_queries: list[str] = []
         self.gets = 0
+        self.flag_instances = instances
+        self.instances = instances
         self.limits = json.loads(LimitSet().to_json())
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
@@ -76,6 +82,8 @@ class FakeRls:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if fake.instances is not None:
+                    self.send_header("X-Mimir-Edge-Instances", str(fake.instances))
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -91,6 +99,11 @@ class FakeRls:
                 new = LimitSet.from_json(body)  # as the RLS: parsed, then served back
                 fake.limits = json.loads(new.to_json())
                 fake.puts.append(json.loads(body))
+                query = urllib.parse.urlsplit(self.path).query
+                fake.put_queries.append(query)
+                count = urllib.parse.parse_qs(query).get("instances")
+                if count and fake.instances is not None:
+                    fake.instances = int(count[0])
                 self._json(200, {"tenants": len(new.tenants)})
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
@@ -107,6 +120,7 @@ class FakeRls:
     def restart(self) -> None:
         self.stop()
         self.limits = json.loads(LimitSet().to_json())
+        self.instances = self.flag_instances
         self.start()
 
     def burst(self, tenant: str) -> Any:
@@ -449,11 +463,12 @@ def test_static_targets_are_normalized() -> None:
         StaticTargets(["ftp://x:1"])
 
 
-def test_dns_targets_resolve_every_address_on_each_call() -> None:
+def test_dns_targets_resolve_on_each_call() -> None:
     got = DnsTargets("localhost:9090").targets()
     assert "http://127.0.0.1:9090" in got
     assert all(u.startswith(("http://127.", "http://[::1]")) for u in got)
     assert DnsTargets("127.0.0.1:1").targets() == ["http://127.0.0.1:1"]
+    assert DnsTargets("[::1]:9090").targets() == ["http://[::1]:9090"]
     assert DnsTargets("[::1]:9090").host == "::1"
     with pytest.raises(ValueError, match="host:port"):
         DnsTargets("localhost")

@@ -170,7 +170,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt(
         "--instances",
         "RLS instances sharing the traffic: each enforces 1/N of every rate, as "
-        "Mimir divides rates among distributors",
+        "Mimir divides rates among distributors (a fallback: the live replica count "
+        "overrides-sync sends with each push replaces it)",
         default=d.instances,
         type=int,
     )

@@ -3,12 +3,17 @@
 Started by the supervisor as ``python -m mimir_edge.rls.worker`` with its settings in the
 environment. It opens the shared tenant table, loads the limit set the supervisor (or an
 admin call on any worker) published, and follows later publications by generation.
+
+The published file also carries the replica count overrides-sync sent with the set (how many
+RLS replicas share the traffic; each enforces 1/count of every rate). A file without one (the
+supervisor's, at start or after an ``--overrides`` reload) means ``--instances``.
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
+import json
 import os
 import signal
 import sys
@@ -24,10 +29,19 @@ from mimir_edge.rls.grpc_service import build_server, set_not_serving
 from mimir_edge.rls.http_api import AdminServer
 from mimir_edge.rls.settings import Settings
 
-__all__ = ["WorkerState", "limits_path_for", "main", "run"]
+__all__ = ["WorkerState", "limits_path_for", "main", "read_limits", "run", "write_limits"]
 
 RATE_WINDOW_S = 60.0
 SNAPSHOT_EVERY_S = 5.0
+#: The published file's key for the replica count, beside the limit set's own keys (which
+#: ``LimitSet.from_json`` reads; it ignores this one).
+INSTANCES_KEY = "instances"
+#: A gauge beside the engine's metrics: the replica count this worker shares rates with.
+INSTANCES_METRIC = "rls_instances"
+_INSTANCES_HELP = (
+    "RLS replicas sharing the traffic: this one enforces 1/N of every tenant's rate "
+    "(the count overrides-sync sends, else --instances)."
+)
 
 
 def limits_path_for(table_path: str) -> Path:
@@ -43,11 +57,28 @@ def engine_limits(limit_set: LimitSet, settings: Settings) -> tuple[dict[str, An
     return defaults, tenants
 
 
-def write_limits(path: Path, limit_set: LimitSet) -> None:
-    """Atomically replace the published limit set (readers never see half a file)."""
+def write_limits(path: Path, limit_set: LimitSet, *, instances: int | None = None) -> None:
+    """Atomically replace the published limit set (readers never see half a file), with the
+    replica count in force (None: each worker's ``--instances``)."""
+    text = limit_set.to_json()
+    if instances is not None:
+        doc = json.loads(text)
+        doc[INSTANCES_KEY] = instances
+        text = json.dumps(doc, sort_keys=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(limit_set.to_json())
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def read_limits(path: Path) -> tuple[LimitSet, int | None]:
+    """The published limit set and replica count (None: not given). Raises OSError or
+    ValueError (LimitsError is one)."""
+    text = path.read_text()
+    limit_set = LimitSet.from_json(text)
+    count = json.loads(text).get(INSTANCES_KEY)
+    if count is not None and (type(count) is not int or count < 1):
+        raise ValueError(f"{path}: {INSTANCES_KEY} must be an integer >= 1, got {count!r}")
+    return limit_set, count
 
 
 class WorkerState:
@@ -61,6 +92,9 @@ class WorkerState:
         self.log = log
         self.limits_path = limits_path_for(settings.table_path)
         self.limit_set = LimitSet()
+        #: RLS replicas sharing the traffic, in force: this worker enforces 1/instances of
+        #: every rate.
+        self.instances = settings.instances
         self.ready = False
         self.draining = False
         self._lock = threading.Lock()
@@ -69,39 +103,64 @@ class WorkerState:
         )
         self._deny_log = logs.DenyLogger(log, settings.deny_log_per_second)
 
-    def apply(self, limit_set: LimitSet, generation: int) -> None:
+    def apply(self, limit_set: LimitSet, generation: int, instances: int | None = None) -> None:
+        """Enforce ``limit_set`` as ``generation``, sharing every rate with ``instances``
+        replicas (None: ``--instances``)."""
+        count = instances or self.settings.instances
         defaults, tenants = engine_limits(limit_set, self.settings)
         with self._lock:
-            self.engine.set_limits(
-                defaults, tenants, generation=generation, share=1.0 / self.settings.instances
-            )
+            if generation < self.engine.limits_generation:
+                return  # a newer publication was applied meanwhile (another thread)
+            self.engine.set_limits(defaults, tenants, generation=generation, share=1.0 / count)
             self.limit_set = limit_set
+            self.instances = count
+
+    def in_force(self) -> tuple[LimitSet, int]:
+        """The limit set and replica count this worker enforces, read together."""
+        with self._lock:
+            return self.limit_set, self.instances
 
     def reload_if_changed(self, force: bool = False) -> None:
         generation = self.engine.shared_generation
         if not force and generation == self.engine.limits_generation:
             return
         try:
-            limit_set = LimitSet.from_json(self.limits_path.read_text())
+            limit_set, instances = read_limits(self.limits_path)
         except (OSError, ValueError) as e:
             self.log.error("cannot load published limits", extra={"fields": {"error": str(e)}})
             return
-        self.apply(limit_set, generation)
+        self.apply(limit_set, generation, instances)
         self.log.info(
             "limits loaded",
-            extra={"fields": {"generation": generation, "tenants": len(limit_set.tenants)}},
+            extra={
+                "fields": {
+                    "generation": generation,
+                    "tenants": len(limit_set.tenants),
+                    "instances": self.instances,
+                }
+            },
         )
 
-    def publish(self, limit_set: LimitSet) -> int:
-        """Make ``limit_set`` the set of every worker of this instance. The set in force,
-        sent again, only marks the limits fresh: no reload, no bucket touched."""
+    def publish(self, limit_set: LimitSet, instances: int | None = None) -> int:
+        """Make ``limit_set`` the set of every worker of this instance, shared among
+        ``instances`` replicas (None: keep the count in force). The set and count in force,
+        sent again, only mark the limits fresh: no reload, no bucket touched. A new count
+        alone is published like a new set (each tenant's buckets switch to the new share,
+        keeping their tokens) but does not mark the set fresh: it confirms nothing about it."""
+        # Compare with the newest publication (another worker may have taken the last PUT).
+        self.reload_if_changed()
         with self._lock:
-            if limit_set.to_json() == self.limit_set.to_json():
+            count = self.instances if instances is None else instances
+            same_set = limit_set.to_json() == self.limit_set.to_json()
+            if same_set and count == self.instances:
                 self.engine.touch_limits(unix_ns=time.time_ns())
                 return self.engine.limits_generation
-            write_limits(self.limits_path, limit_set)
+            confirmed_ns = self.engine.limits_updated_unix_ns
+            write_limits(self.limits_path, limit_set, instances=count)
             generation = self.engine.publish_generation(unix_ns=time.time_ns())
-        self.apply(limit_set, generation)
+            if same_set:
+                self.engine.touch_limits(unix_ns=confirmed_ns)
+        self.apply(limit_set, generation, count)
         return generation
 
     def readiness(self) -> tuple[bool, str]:
@@ -112,7 +171,10 @@ class WorkerState:
         return True, "ready"
 
     def metrics(self) -> str:
-        return self.engine.render_metrics(workers=self.settings.workers, unix_ns=time.time_ns())
+        text = self.engine.render_metrics(workers=self.settings.workers, unix_ns=time.time_ns())
+        name = INSTANCES_METRIC
+        gauge = f"# HELP {name} {_INSTANCES_HELP}\n# TYPE {name} gauge\n{name} {self.instances}\n"
+        return text + gauge
 
     def tick(self) -> None:
         self.reload_if_changed()

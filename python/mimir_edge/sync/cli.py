@@ -120,6 +120,13 @@ def add_parser(
         "--push-interval-seconds", "how often every replica is checked and synced", 10.0, type=float
     )
     opt("--push-timeout-seconds", "timeout of each request to a replica", 5.0, type=float)
+    flag(
+        "--push-instances",
+        "send each replica the number of replicas found (PUT ?instances=N), so each enforces "
+        "1/N of every rate as the replica count changes; --no-push-instances leaves each on "
+        "its own --instances",
+        True,
+    )
     opt("--http-listen", "host:port for /metrics, /healthz and /readyz", "0.0.0.0:9091")
     flag(
         "--leader-elect",
@@ -297,6 +304,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         defaults=defaults,
         metrics=metrics,
         log=log,
+        push_instances=args.push_instances,
     )
     try:
         server = _ProbeServer(args.http_listen, controller, metrics)
@@ -325,6 +333,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
                 "targets": args.targets or args.targets_dns or args.targets_endpoints,
                 "http": "{}:{}".format(*server.server_address[:2]),
                 "leader_elect": args.leader_elect,
+                "push_instances": args.push_instances,
             }
         },
     )

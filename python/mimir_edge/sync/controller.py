@@ -8,6 +8,10 @@
   interval. Replicas already holding it are only read, not written.
 - A replica that is not the leader parses too (it takes over with a current set) but never
   pushes.
+- With the set goes the replica count: the number of replicas found this round, so each
+  enforces 1/count of every rate, as each Mimir distributor enforces its tenant's rate divided
+  by the healthy distributors in its ring. A new count reaches every replica within one
+  interval of the scale-out or scale-in being visible in the targets.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class Controller:
         defaults: Mapping[str, Any] | None = None,
         metrics: SyncMetrics | None = None,
         log: logging.Logger | None = None,
+        push_instances: bool = True,
     ) -> None:
         if push_interval_seconds <= 0:
             raise ValueError("push_interval_seconds must be > 0")
@@ -97,6 +102,9 @@ class Controller:
         self.defaults = dict(defaults or {})
         self.metrics = metrics or SyncMetrics()
         self.log = log or logging.getLogger("mimir_edge.sync")
+        #: Send each replica the number of replicas found (else each keeps its --instances).
+        self.push_instances = push_instances
+        self._last_count: int | None = None
         # Leadership is re-read at least this often, so a new leader pushes promptly.
         self._tick = min(1.0, push_interval_seconds)
         self._lock = threading.Lock()
@@ -262,10 +270,17 @@ class Controller:
             self.metrics.targets_in_sync.set(0)
             self.log.error("no RLS replicas found")
             return []
+        count = len(targets) if self.push_instances else None
+        if count is not None and count != self._last_count:
+            self.log.info(
+                "replica count changed; each replica enforces 1/count of every rate",
+                extra={"fields": {"count": count, "was": self._last_count}},
+            )
+            self._last_count = count
         # While the source is healthy every replica is confirmed each interval (its
         # staleness stays near 0); once the source is gone or broken, replicas that hold the
         # last good set are left alone, so their staleness grows as it should.
-        results = self.pusher.push(good.body, targets, confirm=healthy)
+        results = self.pusher.push(good.body, targets, confirm=healthy, instances=count)
         in_sync = 0
         for r in results:
             if r.ok:
@@ -279,7 +294,15 @@ class Controller:
                                 "target": r.target,
                                 "version": good.version,
                                 "tenants": len(good.limit_set.tenants),
+                                "instances": count,
                             }
+                        },
+                    )
+                elif r.pushed and r.instances_changed:
+                    self.log.info(
+                        "replica count pushed",
+                        extra={
+                            "fields": {"target": r.target, "count": count, "was": r.held_instances}
                         },
                     )
             else:

@@ -2,12 +2,14 @@
 
 Targets are base URLs of the replicas' HTTP ports. :class:`StaticTargets` is a fixed list;
 :class:`DnsTargets` resolves a headless Service's name on every call, so replicas that come
-and go are followed (Endpoints/EndpointSlices are :mod:`mimir_edge.sync.kube`'s).
+and go are followed (Endpoints/EndpointSlices are :mod:`mimir_edge.sync.kube`'s). One URL per
+replica: the number of targets is the number of replicas that share the traffic.
 
-:class:`Pusher` brings each target to the set: it reads the replica's set
-(``GET /api/v1/limits``) and replaces it (``PUT``, bearer token) only when it differs. Pushing
-an unchanged set every interval would publish a new generation each time and keep the
-replica's ``rls_limits_stale_seconds`` near zero even when the source is long gone.
+:class:`Pusher` brings each target to the set and, when given, the replica count: it reads the
+replica's set (``GET /api/v1/limits``; the count in force is its ``X-Mimir-Edge-Instances``
+header) and replaces it (``PUT /api/v1/limits?instances=N``, bearer token) only when either
+differs. Pushing an unchanged set every interval would publish a new generation each time and
+keep the replica's ``rls_limits_stale_seconds`` near zero even when the source is long gone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+from mimir_edge.rls.http_api import INSTANCES_HEADER, INSTANCES_PARAM
 
 __all__ = ["DnsTargets", "Pusher", "StaticTargets", "TargetResult", "normalize_target"]
 
@@ -62,9 +66,12 @@ class StaticTargets:
 
 
 class DnsTargets:
-    """Every A/AAAA record of ``host`` (a headless Service), resolved on each call, at ``port``.
+    """The A records of ``host`` (a headless Service), resolved on each call, at ``port``; its
+    AAAA records when it has no A record.
 
-    Raises OSError (``socket.gaierror``) when the name does not resolve.
+    One address family, as the EndpointSlices are read: a dual-stack replica has an A and an
+    AAAA record, and counting both would make every replica enforce half its share. Raises
+    OSError (``socket.gaierror``) when the name does not resolve.
     """
 
     def __init__(self, hostport: str, scheme: str = "http") -> None:
@@ -75,12 +82,15 @@ class DnsTargets:
         infos = socket.getaddrinfo(
             self.host, self.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
         )
-        out: set[str] = set()
+        by_family: dict[int, set[str]] = {}
         for family, _, _, _, sockaddr in infos:
             addr = str(sockaddr[0])
             host = f"[{addr}]" if family == socket.AF_INET6 else addr
-            out.add(f"{self.scheme}://{host}:{self.port}")
-        return sorted(out)
+            by_family.setdefault(family, set()).add(f"{self.scheme}://{host}:{self.port}")
+        for family in (socket.AF_INET, socket.AF_INET6):
+            if by_family.get(family):
+                return sorted(by_family[family])
+        return []
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,11 @@ class TargetResult:
     error: str | None = None
     #: The PUT changed the target's set (``False``: it only confirmed the set it held).
     changed: bool = True
+    #: The PUT changed the replica count the target reported (``held_instances``).
+    instances_changed: bool = False
+    #: The replica count the target reported before (None: not read, or an RLS that does
+    #: not report one).
+    held_instances: int | None = None
 
 
 class Pusher:
@@ -125,39 +140,62 @@ class Pusher:
         *,
         force: bool = False,
         confirm: bool = False,
+        instances: int | None = None,
     ) -> list[TargetResult]:
-        """Make every target hold ``limits_json`` (a ``LimitSet.to_json()``); one result per
-        target, in order. ``force`` PUTs without reading the target's set first; ``confirm``
-        PUTs to targets that already hold it too (the RLS then only marks its limits fresh,
-        which keeps ``rls_limits_stale_seconds`` true while the source is healthy)."""
+        """Make every target hold ``limits_json`` (a ``LimitSet.to_json()``) and, unless None,
+        the replica count ``instances``; one result per target, in order. ``force`` PUTs
+        without reading the target first; ``confirm`` PUTs to targets that already hold both
+        too (the RLS then only marks its limits fresh, which keeps ``rls_limits_stale_seconds``
+        true while the source is healthy). A target holding the set but another count gets a
+        PUT whatever ``confirm`` says (the RLS does not count a new count alone as fresh
+        limits)."""
         desired = json.loads(limits_json)
         body = limits_json.encode()
         token = self._token()
+        query = "" if instances is None else f"?{INSTANCES_PARAM}={instances}"
         return list(
-            self._pool.map(lambda t: self._one(t, desired, body, token, force, confirm), targets)
+            self._pool.map(
+                lambda t: self._one(t, desired, body, query, instances, token, force, confirm),
+                targets,
+            )
         )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _one(
-        self, target: str, desired: Any, body: bytes, token: str, force: bool, confirm: bool
+        self,
+        target: str,
+        desired: Any,
+        body: bytes,
+        query: str,
+        instances: int | None,
+        token: str,
+        force: bool,
+        confirm: bool,
     ) -> TargetResult:
         url = target + LIMITS_PATH
         changed = True
+        held: int | None = None
         if not force:
             try:
                 with self._opener.open(url, timeout=self.timeout_seconds) as r:
+                    held = _held_instances(r.headers.get(INSTANCES_HEADER))
                     current = json.loads(r.read())
-                if current == desired:
+                # An RLS that reports no count (older than the count) ignores the one sent:
+                # its set alone decides.
+                count_ok = instances is None or held is None or held == instances
+                if current == desired and count_ok:
                     if not confirm:
-                        return TargetResult(target, ok=True)
+                        return TargetResult(target, ok=True, held_instances=held)
                     changed = False
+                elif current == desired:
+                    changed = False  # only the count differs
             except (urllib.error.HTTPError, ValueError):
                 pass  # it answers but will not say which set it holds: replace it anyway
             except (OSError, http.client.HTTPException) as e:
                 return TargetResult(target, ok=False, reason=UNREACHABLE, error=_describe(e))
-        req = urllib.request.Request(url, data=body, method="PUT")
+        req = urllib.request.Request(url + query, data=body, method="PUT")
         req.add_header("Authorization", f"Bearer {token}")
         req.add_header("Content-Type", "application/json")
         try:
@@ -166,13 +204,37 @@ class Pusher:
         except urllib.error.HTTPError as e:
             detail = e.read(500).decode(errors="replace").strip()
             return TargetResult(
-                target, ok=False, pushed=True, reason=REJECTED, error=f"HTTP {e.code}: {detail}"
+                target,
+                ok=False,
+                pushed=True,
+                reason=REJECTED,
+                error=f"HTTP {e.code}: {detail}",
+                held_instances=held,
             )
         except (OSError, http.client.HTTPException) as e:
             return TargetResult(
-                target, ok=False, pushed=True, reason=UNREACHABLE, error=_describe(e)
+                target,
+                ok=False,
+                pushed=True,
+                reason=UNREACHABLE,
+                error=_describe(e),
+                held_instances=held,
             )
-        return TargetResult(target, ok=True, pushed=True, changed=changed)
+        return TargetResult(
+            target,
+            ok=True,
+            pushed=True,
+            changed=changed,
+            instances_changed=held is not None and instances not in (None, held),
+            held_instances=held,
+        )
+
+
+def _held_instances(value: str | None) -> int | None:
+    """The count of an ``X-Mimir-Edge-Instances`` header (None: absent or not a count)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
 
 
 def _describe(e: BaseException) -> str:
