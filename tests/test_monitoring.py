@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -29,8 +28,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import yaml
@@ -38,6 +36,7 @@ import yaml
 from mimir_edge.encode import Sample, Series, compress, encode_v1
 from mimir_edge.sync.metrics import SyncMetrics
 from tests.e2e.harness import EnvoyProcess, RecordingUpstream, free_port, http_request
+from tests.e2e.processes import Fixture, terminate
 from tests.e2e.rls_process import RlsProcess
 from tests.e2e.test_harness import config, push_headers
 
@@ -456,7 +455,7 @@ def get_json(url: str) -> Any:
     return json.loads(get_text(url))
 
 
-class ServedProcess:
+class ServedProcess(Fixture):
     """A subprocess with an HTTP port on 127.0.0.1: started, polled until ``ready_path``
     answers 200, and stopped with SIGTERM (SIGKILL after 10 s) on exit."""
 
@@ -484,32 +483,19 @@ class ServedProcess:
         except OSError:
             return False
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIMIR_EDGE_")}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
-        try:
-            wait_for(self._ready, f"{self.name} ready")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def wait_ready(self) -> None:
+        wait_for(self._ready, f"{self.name} ready")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc, 10)
 
 
 class Prometheus(ServedProcess):

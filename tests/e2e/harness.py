@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from mimir_edge.envoy_config import EnvoyConfig, dump
+from tests.e2e.processes import Fixture, terminate
 
 LOCALHOST = "127.0.0.1"
 
@@ -121,7 +121,7 @@ def http_request(
         conn.close()
 
 
-class EnvoyProcess:
+class EnvoyProcess(Fixture):
     """A running Envoy with ``cfg``'s bootstrap, as a context manager.
 
     On entry: writes the bootstrap to a temporary directory, checks it with
@@ -157,24 +157,9 @@ class EnvoyProcess:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="mimir-edge-envoy-")
-        try:
-            self._start(Path(self._tmp.name))
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop()
-
-    def _start(self, tmp: Path) -> None:
+        tmp = Path(self._tmp.name)
         bootstrap = tmp / "bootstrap.json"
         bootstrap.write_text(dump(self.cfg))
         _validate_file(bootstrap, timeout_s=self.ready_timeout_s)
@@ -229,15 +214,10 @@ class EnvoyProcess:
                 return int(status["local_address"]["socket_address"]["port_value"])
         raise EnvoyError(f"listener 'ingress' not found in {listeners}")
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, self.stop_timeout_s)
         if self._tmp is not None:
             # Keep the output readable after exit (for assertions and failure messages).
             self._last_output = {name: self._read(name) for name in self._last_output}
@@ -315,7 +295,7 @@ class RecordedRequest:
         return _first_header(self.headers, name)
 
 
-class RecordingUpstream:
+class RecordingUpstream(Fixture):
     """A threaded HTTP/1.1 server on 127.0.0.1 that records every request it gets.
 
     It answers every request with ``status`` (changeable at any time) and an empty body.
@@ -329,7 +309,7 @@ class RecordingUpstream:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -372,14 +352,8 @@ class RecordingUpstream:
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

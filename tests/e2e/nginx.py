@@ -19,17 +19,16 @@ import json
 import os
 import pwd
 import re
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from tests.e2e.harness import LOCALHOST, free_port
+from tests.e2e.processes import Fixture, terminate
 
 __all__ = [
     "MODES",
@@ -162,7 +161,7 @@ def nginx_test(root: Path, main: Path, *, timeout_s: float = 30.0) -> str:
     return output
 
 
-class NginxProcess:
+class NginxProcess(Fixture):
     """NGINX in ``mode`` on free loopback ports, as a context manager.
 
     On entry: writes the configuration (:func:`write_conf_dir`), runs ``nginx -t``, starts
@@ -208,24 +207,8 @@ class NginxProcess:
             raise NginxError("nginx is not running")
         return Path(self._tmp.name)
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="mimir-edge-nginx-")
-        try:
-            self._start()
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop()
-
-    def _start(self) -> None:
         root = self.root
         main = write_conf_dir(
             root,
@@ -256,16 +239,10 @@ class NginxProcess:
                 raise NginxError(f"nginx not listening after {self.ready_timeout_s} s")
             time.sleep(0.05)
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            terminate(proc, self.stop_timeout_s, kill_group=True)
         if self._tmp is not None:
             self._last = {name: self._read(name) for name in self._last}
             self._tmp.cleanup()

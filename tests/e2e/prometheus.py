@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,10 +23,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from tests.e2e.harness import LOCALHOST, free_port
+from tests.e2e.processes import Fixture, terminate
 
 __all__ = ["PrometheusError", "PrometheusProcess", "parse_metrics", "prometheus_binary"]
 
@@ -59,7 +58,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-class PrometheusProcess:
+class PrometheusProcess(Fixture):
     """``prometheus`` with ``config`` (a dict, written as JSON, which YAML reads)."""
 
     def __init__(
@@ -90,25 +89,9 @@ class PrometheusProcess:
             raise PrometheusError("prometheus is not running")
         return Path(self._tmp.name)
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         role = "receiver" if self.receiver else "sender"
         self._tmp = tempfile.TemporaryDirectory(prefix=f"mimir-edge-prometheus-{role}-")
-        try:
-            self._start()
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop()
-
-    def _start(self) -> None:
         d = self._dir
         (d / "prometheus.yml").write_text(json.dumps(self.config, indent=1))
         cmd = [
@@ -144,15 +127,10 @@ class PrometheusProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, self.stop_timeout_s)
         if self._tmp is not None:
             self._last_log = self.log()
             self._tmp.cleanup()

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tests.e2e.harness import free_port
+from tests.e2e.processes import Fixture, terminate
 
 __all__ = ["RlsProcess"]
 
 
-class RlsProcess:
+class RlsProcess(Fixture):
     """``mimir-edge rls`` on 127.0.0.1 with free ports; SIGTERM and wait on exit."""
 
     def __init__(self, tmp: Path, *args: str, workers: int = 2) -> None:
@@ -57,7 +55,7 @@ class RlsProcess:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mimir_edge.cli", "rls", *self.args],
@@ -70,11 +68,11 @@ class RlsProcess:
                 raise RuntimeError(f"rls exited {self.proc.returncode}:\n{self.log()}")
             try:
                 if self.get("/readyz")[0] == 200:
-                    return self
+                    return
             except OSError:
                 pass
             time.sleep(0.1)
-        self.stop()
+        self.stop()  # before reading the log, so the message shows how it shut down
         raise RuntimeError(f"rls not ready in 30 s:\n{self.log()}")
 
     def log(self) -> str:
@@ -82,19 +80,4 @@ class RlsProcess:
 
     def stop(self, timeout_s: float = 15) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return terminate(self.proc, timeout_s)

@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from tests.e2e.harness import LOCALHOST
+from tests.e2e.processes import Fixture
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-class StatusServer:
+class StatusServer(Fixture):
     """HTTP/1.1 keep-alive server answering ``statuses`` in turn (with a short reason body)."""
 
     def __init__(
@@ -51,7 +51,7 @@ class StatusServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,11 +86,8 @@ class StatusServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
-        return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -108,7 +105,7 @@ class StatusServer:
             return list(self._answered)
 
 
-class ClosingServer:
+class ClosingServer(Fixture):
     """Accepts TCP connections and closes each one at once (no HTTP answer, ever)."""
 
     def __init__(self) -> None:
@@ -116,13 +113,12 @@ class ClosingServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self._sock.bind((LOCALHOST, 0))
         self._sock.listen(64)
         self._sock.settimeout(0.05)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
-        return self
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -134,9 +130,7 @@ class ClosingServer:
                 return
             conn.close()
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)

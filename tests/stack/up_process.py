@@ -18,15 +18,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
+
+from tests.e2e.processes import Fixture
 
 __all__ = ["UpProcess", "alive", "descendants", "get", "get_json", "table_rows"]
 
 READY = "mimir-edge up: the edge is ready"
 
 
-class UpProcess:
+class UpProcess(Fixture):
     """``mimir-edge up --ephemeral-ports --workers 1 ARGS...`` with its logs in ``tmp``."""
 
     def __init__(self, tmp: Path, *args: str, ready_timeout_s: float = 60.0) -> None:
@@ -50,23 +51,6 @@ class UpProcess:
                 self.argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL
             )
         return self
-
-    def __enter__(self) -> Self:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
