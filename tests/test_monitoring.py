@@ -6,7 +6,8 @@
   syntax (promtool, after the Grafana variables are filled in).
 - A live stack on 127.0.0.1: ``mimir-edge rls`` (2 workers), ``mimir-edge overrides-sync``, a
   real Envoy in front of a recording upstream, a second Envoy whose RLS is gone, and a real
-  Prometheus scraping them all with alerts.yaml loaded (plus an RLS target nobody listens on).
+  Prometheus scraping them all with alerts.yaml loaded (plus an RLS and an Envoy target nobody
+  listens on).
   After pushes through Envoy (allowed, over a limit, dry run, no tenant, corrupt body, an
   upstream 500), every metric and label the rules and dashboards name must be exported, every
   dashboard query must return data, and the alerts the traffic calls for must go pending.
@@ -537,6 +538,7 @@ class Stack:
     prometheus: Prometheus
     exported: dict[str, list[dict[str, str]]]
     dead_rls_target: str
+    dead_envoy_target: str
 
 
 def small_body(n: int) -> bytes:
@@ -553,6 +555,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runtime = tmp / "runtime.yaml"
     runtime.write_text(RUNTIME)
     dead_rls = f"127.0.0.1:{free_port()}"  # a replica Prometheus cannot scrape: RLSDown
+    dead_envoy = f"127.0.0.1:{free_port()}"  # and an Envoy: EnvoyDown
     sync_port, prom_port = free_port(), free_port()
     me = [sys.executable, "-m", "mimir_edge.cli"]
     with (
@@ -597,7 +600,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 }
                 for job, path, targets in [
                     (RLS_JOB, "/metrics", [f"127.0.0.1:{rls.http_port}", dead_rls]),
-                    (ENVOY_JOB, "/stats/prometheus", [u.removeprefix("http://") for u in admin]),
+                    (
+                        ENVOY_JOB,
+                        "/stats/prometheus",
+                        [*(u.removeprefix("http://") for u in admin), dead_envoy],
+                    ),
                     (SYNC_JOB, "/metrics", [f"127.0.0.1:{sync_port}"]),
                 ]
             ],
@@ -668,7 +675,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for text in texts:
                 for name, label_sets in parse_exposition(text).items():
                     exported.setdefault(name, []).extend(label_sets)
-            yield Stack(prom, exported, dead_rls)
+            yield Stack(prom, exported, dead_rls, dead_envoy)
 
 
 def test_every_metric_and_label_the_rules_and_dashboards_use_is_exported(stack: Stack) -> None:
@@ -742,10 +749,14 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
 
 def test_the_alerts_the_traffic_calls_for_go_pending_and_no_others(stack: Stack) -> None:
     """The real Prometheus evaluates alerts.yaml on the stack's real series: the dead RLS
-    target, the denies (tight tenant, no tenant), the corrupt bodies and the Envoy whose RLS
-    is gone make their alerts pending (none fires: the test is shorter than any ``for``)."""
+    and Envoy targets, the denies (tight tenant, no tenant), the corrupt bodies and the Envoy
+    whose RLS is gone make their alerts pending (none fires: the test is shorter than any
+    ``for``). Its 10 503s and the 2 pushes answered 500 upstream are 12 of 126 requests
+    through the two Envoys, above EdgeHigh5xx's 5 %."""
     expected = {
         ("RLSDown", stack.dead_rls_target),
+        ("EnvoyDown", stack.dead_envoy_target),
+        ("EdgeHigh5xx", f"{NAMESPACE}/{ENVOY_JOB}"),
         ("HighDenialRate", f"{NAMESPACE}/{RLS_JOB}"),
         ("BodyParseErrors", "corrupt_compression"),
         ("ExtAuthzErrors", f"{NAMESPACE}/{ENVOY_JOB}"),

@@ -39,6 +39,16 @@ NGINX's alone. Every NGINX mode file (``servers/nginx/proxy.conf``) clears a cli
 the copy; Envoy removes it before forwarding anything (``request_headers_to_remove``, in every
 mode), so it never reaches Mimir. An Envoy left in mirror mode behind ``canary.conf`` or
 ``edge.conf`` therefore forwards every push exactly as a normal one does.
+
+The admin API can stop Envoy (``POST /quitquitquit``, ``/healthcheck/fail``,
+``/drain_listeners``) and rewrite its runtime, so it must not be reachable from the network.
+With ``admin_proxy_address`` set, the admin stays on its loopback address and a second
+listener (:data:`ADMIN_PROXY_LISTENER`) on the proxy address serves only what probes and
+Prometheus need: ``GET /ready`` and ``GET /stats/prometheus`` (any query string), forwarded to
+the loopback admin; everything else is answered 404 by Envoy itself::
+
+    kubelet, Prometheus ──► admin proxy :9901 ──GET /ready, /stats/prometheus──► admin 127.0.0.1
+                                    └── anything else: 404
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ADMIN_CLUSTER",
+    "ADMIN_PROXY_LISTENER",
+    "ADMIN_PROXY_PATHS",
     "DEFAULT_MAX_REQUEST_BYTES",
     "MIRROR_HEADER",
     "MIRROR_STATUS",
@@ -73,6 +86,13 @@ RATE_LIMIT_DOMAIN = "mimir-edge"
 #: Cluster names in the bootstrap (they show up in Envoy's stats as ``cluster.<name>.*``).
 RLS_CLUSTER = "mimir_edge_rls"
 UPSTREAM_CLUSTER = "mimir_distributor"
+#: With ``EnvoyConfig.admin_proxy_address``: the listener in front of the loopback admin (its
+#: stats carry ``http.admin_proxy.*``) and the cluster it forwards to.
+ADMIN_PROXY_LISTENER = "admin_proxy"
+ADMIN_CLUSTER = "envoy_admin"
+#: The only admin paths the admin proxy forwards (``GET`` only, exact path, any query string):
+#: the readiness probe and the Prometheus scrape.
+ADMIN_PROXY_PATHS = ("/ready", "/stats/prometheus")
 #: Largest push Envoy buffers for the RLS. Mimir's own default
 #: ``-distributor.max-recv-msg-size`` is 100 MiB, but Prometheus sends far smaller batches
 #: (``max_samples_per_send`` 2000 by default: tens of KiB compressed); 10 MiB leaves a wide margin.
@@ -99,6 +119,13 @@ class EnvoyConfig:
     listen_port: int = 8080
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
+    #: Serve ``GET /ready`` and ``GET /stats/prometheus`` (and nothing else of the admin API) on
+    #: this address and ``admin_proxy_port``, forwarded to the admin, which then must listen on
+    #: a loopback address (see the module docstring). ``None``: no proxy; the admin itself is
+    #: wherever ``admin_address`` puts it. The ports must differ (the chart: proxy on 9901,
+    #: the port its Service, probes and ServiceMonitor use; admin on 127.0.0.1:9902).
+    admin_proxy_address: str | None = None
+    admin_proxy_port: int = 9902
 
     #: Rewrite the push path on its way upstream, e.g. ``/api/v1/write`` for a Prometheus
     #: receiver (``--web.enable-remote-write-receiver``) standing in for Mimir. ``None``: as is.
@@ -176,7 +203,7 @@ class EnvoyConfig:
     access_log: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("upstream_port", "rls_port", "listen_port", "admin_port"):
+        for name in ("upstream_port", "rls_port", "listen_port", "admin_port", "admin_proxy_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be in 0..65535, got {port}")
@@ -200,6 +227,33 @@ class EnvoyConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.mirror_mode:
             self._check_mirror_mode()
+        if self.admin_proxy_address is not None:
+            self._check_admin_proxy(self.admin_proxy_address)
+
+    def _check_admin_proxy(self, address: str) -> None:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(
+                f"admin_proxy_address must be an IP address, got {address!r}"
+            ) from None
+        try:
+            loopback = ipaddress.ip_address(self.admin_address).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            # The point of the proxy is an admin nobody else can reach.
+            raise ValueError(
+                "with admin_proxy_address, admin_address must be a loopback IP, "
+                f"got {self.admin_address!r}"
+            )
+        if self.admin_port == 0:
+            raise ValueError("with admin_proxy_address, admin_port must be fixed (not 0)")
+        for name in ("admin_port", "listen_port"):
+            if self.admin_proxy_port != 0 and getattr(self, name) == self.admin_proxy_port:
+                raise ValueError(
+                    f"admin_proxy_port and {name} must differ, both are {self.admin_proxy_port}"
+                )
 
     def _check_mirror_mode(self) -> None:
         # Without ext_authz the mirror phase would silently judge nothing. rate_limit_enabled
@@ -214,13 +268,15 @@ class EnvoyConfig:
 
 def render_bootstrap(cfg: EnvoyConfig) -> dict[str, Any]:
     """The Envoy v3 bootstrap for ``cfg`` as JSON-serialisable data."""
+    listeners = [_listener(cfg)]
+    clusters = [_rls_cluster(cfg), _upstream_cluster(cfg)]
+    if cfg.admin_proxy_address is not None:
+        listeners.append(_admin_proxy_listener(cfg.admin_proxy_address, cfg.admin_proxy_port))
+        clusters.append(_endpoint_cluster(ADMIN_CLUSTER, cfg.admin_address, cfg.admin_port))
     return {
         "node": {"id": "mimir-edge", "cluster": "mimir-edge"},
         "admin": {"address": _socket_address(cfg.admin_address, cfg.admin_port)},
-        "static_resources": {
-            "listeners": [_listener(cfg)],
-            "clusters": [_rls_cluster(cfg), _upstream_cluster(cfg)],
-        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -268,6 +324,59 @@ def _listener(cfg: EnvoyConfig) -> dict[str, Any]:
     return {
         "name": "ingress",
         "address": _socket_address(cfg.listen_address, cfg.listen_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _admin_proxy_listener(address: str, port: int) -> dict[str, Any]:
+    """``GET`` of :data:`ADMIN_PROXY_PATHS` to the loopback admin, 404 for anything else.
+
+    An exact ``path`` match ignores the query string (``?usedonly``, ``?filter=``), and the
+    path forwarded is the one matched. No access log: probes and scrapes every few seconds."""
+    get = {"name": ":method", "string_match": {"exact": "GET"}}
+    routes: list[dict[str, Any]] = [
+        {
+            "name": path.strip("/").replace("/", "_"),
+            "match": {"path": path, "headers": [get]},
+            "route": {"cluster": ADMIN_CLUSTER},
+        }
+        for path in ADMIN_PROXY_PATHS
+    ]
+    routes.append(
+        {
+            "name": "not_exposed",
+            "match": {"prefix": "/"},
+            "direct_response": {
+                "status": 404,
+                "body": {"inline_string": "not exposed: only GET /ready and /stats/prometheus\n"},
+            },
+        }
+    )
+    hcm = {
+        "@type": _TYPE
+        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": ADMIN_PROXY_LISTENER,
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": ADMIN_PROXY_LISTENER,
+            "virtual_hosts": [{"name": ADMIN_PROXY_LISTENER, "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": [
+            {
+                "name": _ROUTER,
+                "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": ADMIN_PROXY_LISTENER,
+        "address": _socket_address(address, port),
         "filter_chains": [
             {
                 "filters": [

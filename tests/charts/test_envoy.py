@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from mimir_edge import envoy_helm
-from mimir_edge.envoy_config import EnvoyConfig, render_bootstrap
+from mimir_edge.envoy_config import ADMIN_PROXY_LISTENER, EnvoyConfig, render_bootstrap
 from tests.charts.helm_render import (
     CHARTS,
     GUIDE_SETS,
@@ -177,9 +177,11 @@ def test_addresses_default_to_the_guides_services() -> None:
         "mimir-distributor.mimir.svc.cluster.local",
         8080,
     )
-    # Listener and admin on every interface in the pod; the local default stays loopback.
+    # Listener and the admin proxy on every interface in the pod, the admin API on loopback;
+    # the local default stays loopback, without a proxy.
     assert (cfg.listen_address, cfg.listen_port) == ("0.0.0.0", 8080)
-    assert (cfg.admin_address, cfg.admin_port) == ("0.0.0.0", 9901)
+    assert (cfg.admin_proxy_address, cfg.admin_proxy_port) == ("0.0.0.0", 9901)
+    assert (cfg.admin_address, cfg.admin_port) == ("127.0.0.1", 9902)
     assert EnvoyConfig(
         upstream_host="h", upstream_port=1, rls_host="r", rls_port=2
     ).admin_address == ("127.0.0.1")
@@ -201,6 +203,45 @@ def test_pod_ports_probes_and_monitoring() -> None:
     assert pod["metadata"]["annotations"]["checksum/config"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_only_the_admin_proxy_is_on_the_pods_network() -> None:
+    """The Service, probes and ServiceMonitor use port ``admin`` (9901): the admin proxy on
+    every interface, which serves only /ready and /stats/prometheus. The admin API is on
+    127.0.0.1, on a port the pod does not declare, and only the preStop hook uses it."""
+    out = render(CHART, sets=["serviceMonitor.enabled=true"])
+    bootstrap = bootstrap_of(out)
+    assert bootstrap["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 9902,
+    }
+    listeners = {
+        x["name"]: x["address"]["socket_address"]
+        for x in bootstrap["static_resources"]["listeners"]
+    }
+    assert listeners == {
+        "ingress": {"address": "0.0.0.0", "port_value": 8080},
+        ADMIN_PROXY_LISTENER: {"address": "0.0.0.0", "port_value": 9901},
+    }
+    c = out.container()
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}["admin"] == 9901
+    assert 9902 not in {p["containerPort"] for p in c["ports"]}
+    assert c["readinessProbe"]["httpGet"]["port"] == "admin"
+    service = {p["name"]: (p["port"], p["targetPort"]) for p in out.one("Service")["spec"]["ports"]}
+    assert service == {"http": (8080, "http"), "admin": (9901, "admin")}
+    assert c["lifecycle"]["preStop"]["exec"]["command"][2] == "9902"
+    custom = render(CHART, sets=["ports.admin=19901", "ports.adminLoopback=19902"])
+    assert custom.container()["lifecycle"]["preStop"]["exec"]["command"][2] == "19902"
+    assert bootstrap_of(custom)["admin"]["address"]["socket_address"]["port_value"] == 19902
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [["ports.adminLoopback=9901"], ["ports.http=9902"], ["ports.admin=8080"]],
+)
+def test_ports_that_would_clash_are_refused(sets: list[str]) -> None:
+    with pytest.raises(helm.HelmRenderError, match="must differ"):
+        render(CHART, sets=sets)
 
 
 def test_hpa_owns_the_replica_count() -> None:
@@ -257,14 +298,16 @@ def request(conn: http.client.HTTPConnection) -> tuple[int, str | None]:
 def test_prestop_drains_keepalive_connections(tmp_path: Path) -> None:
     """The pod's preStop hook, against Envoy started with the pod's own arguments: after it,
     a keep-alive connection is told to close after its next response (NGINX then opens a
-    new one, to a pod still in the Service) instead of being cut by SIGTERM."""
-    http_port, admin_port = free_port(), free_port()
+    new one, to a pod still in the Service) instead of being cut by SIGTERM. The hook talks
+    to the loopback admin API; the pod's admin port (the proxy) refuses the same request."""
+    http_port, admin_port, loopback_port = free_port(), free_port(), free_port()
     with RecordingUpstream() as upstream:
         out = render(
             CHART,
             sets=[
                 f"ports.http={http_port}",
                 f"ports.admin={admin_port}",
+                f"ports.adminLoopback={loopback_port}",
                 "upstream.host=127.0.0.1",
                 f"upstream.port={upstream.port}",
             ],
@@ -280,7 +323,7 @@ def test_prestop_drains_keepalive_connections(tmp_path: Path) -> None:
         args[args.index("--concurrency") + 1] = "1"  # a small machine
         hook = container["lifecycle"]["preStop"]["exec"]["command"]
         assert hook[:2] == ["/bin/bash", "/etc/envoy/prestop.sh"]
-        assert hook[2] == str(admin_port)
+        assert hook[2] == str(loopback_port)
         drain_s = int(hook[3])
         assert args[args.index("--drain-time-s") + 1] == str(drain_s)
         pod = out.one("Deployment")["spec"]["template"]["spec"]
@@ -296,6 +339,16 @@ def test_prestop_drains_keepalive_connections(tmp_path: Path) -> None:
             wait_ready(admin_port, proc, tmp_path / "envoy.log")
             conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
             assert request(conn) == (200, None)  # a kept-alive connection
+            # Through the pod's admin port: no drain (nor anything else of the admin API).
+            proxied = subprocess.run(
+                ["bash", str(tmp_path / "prestop.sh"), str(admin_port), "0"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert "404 Not Found" in proxied.stdout
+            assert request(conn) == (200, None)  # still not draining
             # The hook as the kubelet runs it, minus the wait (0 s instead of drainSeconds).
             hooked = subprocess.run(
                 ["bash", str(tmp_path / "prestop.sh"), hook[2], "0"],
@@ -309,7 +362,7 @@ def test_prestop_drains_keepalive_connections(tmp_path: Path) -> None:
             assert request(conn) == (200, "close")  # answered, then closed
             fresh = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
             assert request(fresh) == (200, "close")  # still accepted while draining
-            assert len(upstream.requests) == 3
+            assert len(upstream.requests) == 4
         finally:
             proc.terminate()
             try:

@@ -2,10 +2,10 @@
 
 The mode files (``mirror.conf``, ``canary.conf``, ``edge.conf``, ``direct.conf``) and the shared
 includes are used as committed: a temporary configuration directory links to them. Only the
-files a user edits for a deployment are written by the test: ``upstreams.conf`` (the committed
-file with its two Kubernetes addresses replaced by loopback ports), ``listen.conf`` (a loopback
-port), and, when given, ``canary-split.conf`` (see :func:`canary_split`, which edits the
-committed file the way the guide tells users to).
+files a user edits for a deployment are written by the test: ``upstream-distributor.conf`` and
+``upstream-envoy.conf`` (the committed files with their Kubernetes address replaced by a
+loopback port), ``listen.conf`` (a loopback port), and, when given, ``canary-split.conf`` (see
+:func:`canary_split`, which edits the committed file the way the guide tells users to).
 
 NGINX runs as the current user (``user`` is set only when that is root, so workers can use the
 temporary directory), in the foreground (``daemon off``), with its pid file, error log, access
@@ -44,11 +44,13 @@ __all__ = [
 NGINX = "/usr/sbin/nginx"
 NGINX_DIR = Path(__file__).resolve().parents[2] / "servers" / "nginx"
 MODES = ("mirror", "canary", "edge", "direct")
-#: The addresses in the committed upstreams.conf (the rollout guide's Kubernetes Services).
+#: The addresses in the committed upstream files (the rollout guide's Kubernetes Services).
 DISTRIBUTOR_SERVICE = "mimir-distributor.mimir.svc.cluster.local:8080"
 ENVOY_SERVICE = "mimir-envoy.mimir-edge-enforcement.svc.cluster.local:8080"
+DISTRIBUTOR_UPSTREAM = "upstream-distributor.conf"
+ENVOY_UPSTREAM = "upstream-envoy.conf"
 #: The files a user edits; everything else in servers/nginx is used as committed.
-_USER_FILES = ("upstreams.conf", "listen.conf", "canary-split.conf")
+_USER_FILES = (DISTRIBUTOR_UPSTREAM, ENVOY_UPSTREAM, "listen.conf", "canary-split.conf")
 _ENVOY_LINE = re.compile(r"^(\s*)[0-9.]+%(\s+mimir_envoy;)", re.MULTILINE)
 
 
@@ -74,13 +76,12 @@ def canary_split(percent: float, *, key: str | None = None) -> str:
     return text
 
 
-def _loopback_upstreams(distributor_port: int, envoy_port: int) -> str:
-    text = (NGINX_DIR / "upstreams.conf").read_text()
-    for service, port in ((DISTRIBUTOR_SERVICE, distributor_port), (ENVOY_SERVICE, envoy_port)):
-        if text.count(f"server {service};") != 1:
-            raise NginxError(f"upstreams.conf should name `server {service};` once")
-        text = text.replace(f"server {service};", f"server {LOCALHOST}:{port};")
-    return text
+def _edited_upstream(name: str, service: str, address: str) -> str:
+    """The committed upstream file ``name`` with its ``server`` set to ``address``."""
+    text = (NGINX_DIR / name).read_text()
+    if text.count(f"server {service};") != 1:
+        raise NginxError(f"{name} should name `server {service};` once")
+    return text.replace(f"server {service};", f"server {address};")
 
 
 def write_conf_dir(
@@ -93,11 +94,13 @@ def write_conf_dir(
     canary: str | None = None,
     extra_http: str = "",
     worker_processes: int = 1,
+    envoy_address: str | None = None,
 ) -> Path:
     """Write ``root/conf/nginx.conf`` (a minimal main file including ``mimir-edge/<mode>.conf``)
     and ``root/conf/mimir-edge/`` (links to the committed files, loopback user files).
     ``extra_http`` is added to the main file's ``http`` block (test-only servers).
-    Returns the path of nginx.conf."""
+    ``envoy_address`` replaces Envoy's ``127.0.0.1:<envoy_port>`` in upstream-envoy.conf
+    (e.g. a name that does not resolve). Returns the path of nginx.conf."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     conf = root / "conf"
@@ -106,7 +109,13 @@ def write_conf_dir(
     for path in NGINX_DIR.glob("*.conf"):
         if path.name not in _USER_FILES:
             (edge_dir / path.name).symlink_to(path)
-    (edge_dir / "upstreams.conf").write_text(_loopback_upstreams(distributor_port, envoy_port))
+    (edge_dir / DISTRIBUTOR_UPSTREAM).write_text(
+        _edited_upstream(
+            DISTRIBUTOR_UPSTREAM, DISTRIBUTOR_SERVICE, f"{LOCALHOST}:{distributor_port}"
+        )
+    )
+    envoy = envoy_address if envoy_address is not None else f"{LOCALHOST}:{envoy_port}"
+    (edge_dir / ENVOY_UPSTREAM).write_text(_edited_upstream(ENVOY_UPSTREAM, ENVOY_SERVICE, envoy))
     (edge_dir / "listen.conf").write_text(f"listen {LOCALHOST}:{listen_port};\n")
     split = NGINX_DIR / "canary-split.conf"
     if canary is None:

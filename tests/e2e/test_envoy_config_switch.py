@@ -9,6 +9,11 @@ exactly that filter (and its per-route switch), nothing else.
 once the RLS allowed it; a push without it is forwarded as in the normal mode. The real RLS
 (``mimir-edge rls``) answers Envoy, or :class:`StandInRls` (tests/e2e/test_harness.py) where a
 test needs Envoy's calls recorded exactly; the upstream is a :class:`RecordingUpstream`.
+
+``admin_proxy_address`` (the chart's admin port): a second listener that serves only
+``GET /ready`` and ``GET /stats/prometheus`` from the loopback admin; the admin API's other
+endpoints (``/quitquitquit``, ``/healthcheck/fail``, ``/config_dump``...) are not reachable
+through it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import pytest
 
 from mimir_edge.encode import Sample, Series, compress, encode_v1
 from mimir_edge.envoy_config import (
+    ADMIN_CLUSTER,
+    ADMIN_PROXY_LISTENER,
     MIRROR_HEADER,
     MIRROR_STATUS,
     PUSH_PATH,
@@ -352,3 +359,110 @@ def test_envoys_ratelimit_filter_skips_a_direct_response_route(
             other = http_request(envoy.url, "GET", "/ready", headers={"X-Scope-OrgID": GOOD})
             assert other.status == 200
             assert len(rls.rate_limit_requests) == 1  # the control: the descriptor works
+
+
+# -- admin_proxy_address -------------------------------------------------------------------------
+
+
+def _proxied(**overrides: Any) -> EnvoyConfig:
+    fields: dict[str, Any] = {
+        "admin_address": "127.0.0.1",
+        "admin_port": free_port(),
+        "admin_proxy_address": "127.0.0.1",
+        "admin_proxy_port": free_port(),
+        **overrides,
+    }
+    return config(1, 2, **fields)
+
+
+def test_the_admin_proxy_only_adds_its_listener_and_cluster() -> None:
+    """Off by default (the bootstrap is unchanged); on, the rest of the bootstrap is as without."""
+    cfg = _proxied()
+    default = EnvoyConfig(upstream_host="u", upstream_port=1, rls_host="r", rls_port=2)
+    assert default.admin_proxy_address is None
+    off = render_bootstrap(dataclasses.replace(cfg, admin_proxy_address=None))
+    on = render_bootstrap(cfg)
+    resources = on["static_resources"]
+    assert [x["name"] for x in resources["listeners"]] == ["ingress", ADMIN_PROXY_LISTENER]
+    assert resources["clusters"][-1]["name"] == ADMIN_CLUSTER
+    resources["listeners"].pop()
+    resources["clusters"].pop()
+    assert on == off
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"admin_address": "0.0.0.0"}, "admin_address must be a loopback IP"),
+        ({"admin_address": "localhost"}, "admin_address must be a loopback IP"),
+        ({"admin_port": 0}, "admin_port must be fixed"),
+        ({"admin_proxy_address": "admin.example"}, "admin_proxy_address must be an IP"),
+        ({"admin_port": 9901, "admin_proxy_port": 9901}, "admin_proxy_port and admin_port"),
+        ({"listen_port": 9901, "admin_proxy_port": 9901}, "admin_proxy_port and listen_port"),
+    ],
+)
+def test_the_admin_proxy_refuses_a_reachable_or_clashing_admin(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _proxied(**overrides)
+
+
+def test_envoy_accepts_the_admin_proxy_bootstrap() -> None:
+    validate(_proxied())
+    validate(_proxied(mirror_mode=True, rate_limit_enabled=True, access_log=False))
+
+
+#: Admin endpoints that change or stop Envoy, or show its configuration: never through the proxy.
+REFUSED = [
+    ("POST", "/quitquitquit"),
+    ("POST", "/healthcheck/fail"),
+    ("POST", "/drain_listeners?graceful"),
+    ("POST", "/runtime_modify?x=1"),
+    ("POST", "/logging?level=trace"),
+    ("GET", "/config_dump"),
+    ("GET", "/clusters"),
+    ("GET", "/stats"),
+    ("GET", "/"),
+    ("POST", "/ready"),
+    ("POST", "/stats/prometheus"),
+    ("GET", "/ready/../config_dump"),
+    ("GET", "//quitquitquit"),
+    ("GET", "/stats/prometheus/../../quitquitquit"),
+]
+
+
+def test_the_admin_proxy_serves_probes_and_scrapes_only() -> None:
+    """Through the proxy port: the readiness answer and the metrics (with query strings);
+    everything else of the admin API is a 404 from Envoy itself that never reaches the
+    admin, and Envoy goes on serving pushes."""
+    with RecordingUpstream() as up:
+        cfg = dataclasses.replace(_proxied(ext_authz_enabled=False), upstream_port=up.port)
+        with EnvoyProcess(cfg) as envoy:
+            # The admin API itself listens on loopback only, on its own port.
+            assert envoy.admin_url == f"http://127.0.0.1:{cfg.admin_port}"
+            proxy = f"http://127.0.0.1:{cfg.admin_proxy_port}"
+            ready = http_request(proxy, "GET", "/ready")
+            assert (ready.status, ready.body) == (200, b"LIVE\n")
+            metrics = http_request(proxy, "GET", "/stats/prometheus")
+            assert metrics.status == 200
+            assert b"# TYPE envoy_server_live gauge" in metrics.body
+            used = http_request(proxy, "GET", "/stats/prometheus?usedonly&filter=server")
+            assert used.status == 200
+            assert b"envoy_server_live" in used.body
+            assert b"envoy_cluster_" not in used.body  # the query string reached the admin
+            for method, path in REFUSED:
+                resp = http_request(proxy, method, path)
+                assert resp.status == 404, (method, path, resp)
+                assert b"not exposed" in resp.body, (method, path)
+            # Nothing refused reached the admin: it answered the three requests above only.
+            assert envoy.stats()[f"cluster.{ADMIN_CLUSTER}.upstream_rq_total"] == 3
+            # Still running, still live, not draining, still forwarding.
+            assert envoy.admin_json("/server_info")["state"] == "LIVE"
+            assert http_request(proxy, "GET", "/ready").status == 200
+            push = http_request(envoy.url, "POST", PUSH_PATH, PUSH_BODY, push_headers("t"))
+            assert push.status == 200
+            assert push.header("connection") != "close"  # no drain started
+            assert len(up.requests) == 1
+        # Probes and scrapes stay out of the access log (complete once Envoy has stopped).
+        assert [e["path"] for e in envoy.access_log()] == [PUSH_PATH]

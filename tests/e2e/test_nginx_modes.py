@@ -250,11 +250,39 @@ def test_nginx_refuses_a_zero_percent_line(tmp_path: Path) -> None:
         nginx_test(tmp_path, main)
 
 
+#: A name that never resolves: `.invalid` is reserved for that (RFC 6761).
+UNRESOLVABLE_ENVOY = "mimir-envoy.invalid:8080"
+
+
+def test_the_rollback_loads_when_envoys_name_does_not_resolve(tmp_path: Path) -> None:
+    """Envoy uninstalled (or NGINX outside the cluster's DNS): direct.conf still passes
+    `nginx -t`, so a reload or a restarted NGINX takes the rollback, while edge.conf on the same
+    files fails, which is what would happen if direct.conf included Envoy's upstream."""
+    results: dict[str, str] = {}
+    for mode in ("direct", "edge"):
+        main = write_conf_dir(
+            tmp_path / mode,
+            mode,
+            listen_port=1,
+            distributor_port=2,
+            envoy_port=3,
+            envoy_address=UNRESOLVABLE_ENVOY,
+        )
+        try:
+            results[mode] = nginx_test(tmp_path / mode, main)
+        except NginxError as exc:
+            results[mode] = str(exc)
+    assert "test is successful" in results["direct"]
+    assert 'host not found in upstream "mimir-envoy.invalid:8080"' in results["edge"]
+    assert "test is successful" not in results["edge"]
+
+
 def test_user_files_hold_the_guides_defaults() -> None:
-    upstreams = (NGINX_DIR / "upstreams.conf").read_text()
-    assert "server mimir-distributor.mimir.svc.cluster.local:8080;" in upstreams
-    assert "server mimir-envoy.mimir-edge-enforcement.svc.cluster.local:8080;" in upstreams
-    assert upstreams.count("keepalive 32;") == 2
+    distributor = (NGINX_DIR / "upstream-distributor.conf").read_text()
+    envoy = (NGINX_DIR / "upstream-envoy.conf").read_text()
+    assert "server mimir-distributor.mimir.svc.cluster.local:8080;" in distributor
+    assert "server mimir-envoy.mimir-edge-enforcement.svc.cluster.local:8080;" in envoy
+    assert distributor.count("keepalive 32;") == envoy.count("keepalive 32;") == 1
     assert "listen 80;" in (NGINX_DIR / "listen.conf").read_text()
     split = (NGINX_DIR / "canary-split.conf").read_text()
     assert 'split_clients "${request_id}" $mimir_edge_canary_upstream' in split

@@ -8,8 +8,8 @@
   "admin": {
     "address": {
       "socket_address": {
-        "address": "0.0.0.0",
-        "port_value": {{ .Values.ports.admin | int64 }}
+        "address": "127.0.0.1",
+        "port_value": {{ .Values.ports.adminLoopback | int64 }}
       }
     }
   },
@@ -202,6 +202,96 @@
             ]
           }
         ]
+      },
+      {
+        "name": "admin_proxy",
+        "address": {
+          "socket_address": {
+            "address": "0.0.0.0",
+            "port_value": {{ .Values.ports.admin | int64 }}
+          }
+        },
+        "filter_chains": [
+          {
+            "filters": [
+              {
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                  "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                  "stat_prefix": "admin_proxy",
+                  "codec_type": "AUTO",
+                  "route_config": {
+                    "name": "admin_proxy",
+                    "virtual_hosts": [
+                      {
+                        "name": "admin_proxy",
+                        "domains": [
+                          "*"
+                        ],
+                        "routes": [
+                          {
+                            "name": "ready",
+                            "match": {
+                              "path": "/ready",
+                              "headers": [
+                                {
+                                  "name": ":method",
+                                  "string_match": {
+                                    "exact": "GET"
+                                  }
+                                }
+                              ]
+                            },
+                            "route": {
+                              "cluster": "envoy_admin"
+                            }
+                          },
+                          {
+                            "name": "stats_prometheus",
+                            "match": {
+                              "path": "/stats/prometheus",
+                              "headers": [
+                                {
+                                  "name": ":method",
+                                  "string_match": {
+                                    "exact": "GET"
+                                  }
+                                }
+                              ]
+                            },
+                            "route": {
+                              "cluster": "envoy_admin"
+                            }
+                          },
+                          {
+                            "name": "not_exposed",
+                            "match": {
+                              "prefix": "/"
+                            },
+                            "direct_response": {
+                              "status": 404,
+                              "body": {
+                                "inline_string": "not exposed: only GET /ready and /stats/prometheus\n"
+                              }
+                            }
+                          }
+                        ]
+                      }
+                    ]
+                  },
+                  "http_filters": [
+                    {
+                      "name": "envoy.filters.http.router",
+                      "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                      }
+                    }
+                  ]
+                }
+              }
+            ]
+          }
+        ]
       }
     ],
     "clusters": [
@@ -259,6 +349,31 @@
                       "socket_address": {
                         "address": {{ .Values.upstream.host | toJson }},
                         "port_value": {{ .Values.upstream.port | int64 }}
+                      }
+                    }
+                  }
+                }
+              ]
+            }
+          ]
+        }
+      },
+      {
+        "name": "envoy_admin",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+          "cluster_name": "envoy_admin",
+          "endpoints": [
+            {
+              "lb_endpoints": [
+                {
+                  "endpoint": {
+                    "address": {
+                      "socket_address": {
+                        "address": "127.0.0.1",
+                        "port_value": {{ .Values.ports.adminLoopback | int64 }}
                       }
                     }
                   }
