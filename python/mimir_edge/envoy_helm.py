@@ -39,6 +39,7 @@ __all__ = [
     "FIXED",
     "KNOBS",
     "TEMPLATE_NAME",
+    "GenerationError",
     "Knob",
     "config_for_values",
     "generate",
@@ -49,9 +50,14 @@ __all__ = [
 #: The generated file, relative to the chart directory.
 TEMPLATE_NAME: Final = "files/bootstrap.json.tpl"
 
-#: Fields the chart pins: in a pod Envoy listens on every interface (the Service and the
-#: ServiceMonitor reach the listener and the admin port from outside the pod).
-FIXED: Final[Mapping[str, Any]] = {"listen_address": "0.0.0.0", "admin_address": "0.0.0.0"}
+#: Fields the chart pins: in a pod the listener is on every interface (the Service reaches
+#: it); the admin API stays on loopback (the preStop hook uses it) and only its admin proxy,
+#: GET /ready and /stats/prometheus, is on every interface (probes, the ServiceMonitor).
+FIXED: Final[Mapping[str, Any]] = {
+    "listen_address": "0.0.0.0",
+    "admin_address": "127.0.0.1",
+    "admin_proxy_address": "0.0.0.0",
+}
 
 Kind = Literal["bool", "int", "duration", "host"]
 
@@ -82,7 +88,9 @@ KNOBS: Final[tuple[Knob, ...]] = (
     Knob("rls.host", "rls_host", "host", source='include "mimir-edge-envoy.rlsHost" .'),
     Knob("rls.port", "rls_port", "int"),
     Knob("ports.http", "listen_port", "int"),
-    Knob("ports.admin", "admin_port", "int"),
+    # The port the Service, probes and ServiceMonitor use: the admin proxy, not the admin.
+    Knob("ports.admin", "admin_proxy_port", "int"),
+    Knob("ports.adminLoopback", "admin_port", "int"),
     # False: no ext_authz filter, pushes pass unchecked (e.g. to measure the edge's latency).
     Knob("extAuthz.enabled", "ext_authz_enabled", "bool"),
     Knob("extAuthz.failureModeAllow", "ext_authz_failure_mode_allow", "bool"),

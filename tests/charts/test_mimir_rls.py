@@ -249,6 +249,41 @@ def test_services() -> None:
     assert headless["spec"]["clusterIP"] == "None"
     for svc in (main, headless):
         assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"grpc": 8081, "http": 9090}
+        # Envoy resolves the headless one: a pod not ready (waiting for limits) is not listed.
+        assert "publishNotReadyAddresses" not in svc["spec"]
+    assert {s["metadata"]["name"] for s in out.all("Service")} == {
+        "mimir-rls",
+        "mimir-rls-headless",
+        "mimir-rls-sync",
+    }
+
+
+def test_sync_service_lists_starting_pods() -> None:
+    """overrides-sync pushes through it, so a new pod gets the limits before it is ready."""
+    svc = render(CHART).one("Service", "mimir-rls-sync")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 9090, "targetPort": "http", "protocol": "TCP"}
+    ]
+    # Not scraped: the ServiceMonitor goes through the main Service only.
+    assert svc["metadata"]["labels"]["prometheus.io/service-monitor"] == "false"
+
+
+def test_pods_wait_for_limits_exactly_when_overrides_sync_feeds_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    synced = settings_of(render(CHART), monkeypatch)
+    assert (synced.wait_for_limits, synced.wait_for_limits_timeout_seconds) == (True, 0)
+    assert synced.overrides is None
+    mounted = settings_of(
+        render(CHART, {"overrides": {"configMap": "mimir-overrides"}}), monkeypatch
+    )
+    assert (mounted.wait_for_limits, mounted.overrides) == (False, "/etc/mimir-edge/overrides")
+    timed = render(CHART, sets=["overrides.waitForSync.timeoutSeconds=120"])
+    assert settings_of(timed, monkeypatch).wait_for_limits_timeout_seconds == 120
+    off = render(CHART, sets=["overrides.waitForSync.enabled=false"])
+    assert settings_of(off, monkeypatch).wait_for_limits is False
 
 
 def test_service_monitor_job_is_what_the_alerts_select() -> None:
@@ -260,7 +295,7 @@ def test_service_monitor_job_is_what_the_alerts_select() -> None:
     assert relabel == {"action": "replace", "targetLabel": "job", "replacement": "mimir-rls"}
     alerts = (ROOT / "monitoring" / "alerts.yaml").read_text()
     jobs = set(re.findall(r'job="([^"]+)"', alerts))
-    assert jobs <= {"mimir-rls"}, jobs
+    assert jobs <= {"mimir-rls", "mimir-envoy"}, jobs
 
 
 def test_network_policy_admits_the_envoy_and_sync_pods() -> None:

@@ -54,7 +54,7 @@ def test_flags_follow_the_guide(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.key is None
     # Targets: the mimir-rls chart's replicas, found through its Service's EndpointSlices.
     assert (args.targets, args.targets_dns) == (None, None)
-    assert args.targets_endpoints == "mimir-rls-headless"
+    assert args.targets_endpoints == "mimir-rls-sync"
     assert args.targets_namespace == NAMESPACE
     assert args.targets_endpoints_port == "http"
     # Two replicas, one pushing: the Lease is in this namespace (the flag's default would be
@@ -91,6 +91,12 @@ def test_targets_are_the_rls_charts_replicas(monkeypatch: pytest.MonkeyPatch) ->
     assert args.targets_endpoints_port in {p["name"] for p in svc["spec"]["ports"]}
     (http,) = [p for p in svc["spec"]["ports"] if p["name"] == args.targets_endpoints_port]
     assert http["targetPort"] == "http"  # the admin API's port
+    # Starting pods are listed too: they wait for the first push before turning ready.
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert "--wait-for-limits" in rls.container()["args"]
+    # Envoy's Service is another one: it lists ready pods only.
+    assert args.targets_endpoints != "mimir-rls-headless"
+    assert "publishNotReadyAddresses" not in rls.one("Service", "mimir-rls-headless")["spec"]
 
 
 def test_defaults_and_other_values_reach_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +158,7 @@ def test_rbac_is_exactly_the_overrides_configmap_leases_and_endpoints() -> None:
         {
             "apiGroups": [""],
             "resources": ["endpoints"],
-            "resourceNames": ["mimir-rls-headless"],
+            "resourceNames": ["mimir-rls-sync"],
             "verbs": ["get"],
         },
     ]

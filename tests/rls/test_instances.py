@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -244,3 +245,41 @@ def test_a_bad_content_length_is_refused_not_waited_for(rls: Rls) -> None:
     finally:
         conn.close()
     assert rls.held_count() == FLAG_INSTANCES
+
+
+def test_post_is_refused_without_taking_its_body_for_a_request(rls: Rls) -> None:
+    host, port = rls.url.removeprefix("http://").split(":")
+    smuggled = b"GET /api/v1/limits HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"POST /api/v1/limits HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(head + smuggled)
+        answer = b""
+        while chunk := s.recv(65536):  # the server closes after its one answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 405 ") or answer.startswith(b"HTTP/1.1 405 ")
+    assert answer.count(b"HTTP/1.") == 1
+
+
+def test_a_publication_is_loaded_once_when_two_threads_race(
+    rls: Rls, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tick thread and a GET both see a new generation; the one that loses must neither
+    apply it again nor log it again."""
+    worker = rls.workers[1]
+    write_limits(worker.limits_path, LimitSet.from_json(json.dumps({"defaults": LIMITS})))
+    rls.supervisor.publish_generation(unix_ns=time.time_ns())
+    real_apply = worker.apply
+    racing = [True]
+
+    def lose_the_race(*args: Any, **kw: Any) -> bool:
+        if racing:
+            racing.clear()
+            worker.reload_if_changed()  # the other thread, between the read and this apply
+        return real_apply(*args, **kw)
+
+    monkeypatch.setattr(worker, "apply", lose_the_race)
+    with caplog.at_level(logging.INFO, logger="test.rls"):
+        worker.reload_if_changed()
+    assert [r.getMessage() for r in caplog.records] == ["limits loaded"]
+    assert worker.engine.limits_generation == rls.supervisor.shared_generation
+    assert worker.in_force()[0].tenants == {}

@@ -21,7 +21,13 @@ from mimir_edge.stack import default_overrides_text
 from mimir_edge.stack.banner import limits_summary
 from mimir_edge.stack.envoy_binary import EnvoyNotFound, find_envoy
 from mimir_edge.stack.observe import NO_TENANT, AccessLogCounter
-from mimir_edge.stack.ports import Address, PortError, check_free, parse_address
+from mimir_edge.stack.ports import (
+    Address,
+    PortError,
+    check_free,
+    parse_address,
+    pick_free_port,
+)
 from mimir_edge.stack.sink import RemoteWriteSink, TenantTotals
 from mimir_edge.stack.table import LiveTable, build_rows, render
 from mimir_edge.stack.up import UsageError, parse_upstream
@@ -201,6 +207,13 @@ def test_check_free_names_the_port() -> None:
             check_free(Address("127.0.0.1", port), "--listen")
 
 
+def test_a_host_not_on_this_machine_is_a_port_error() -> None:
+    with pytest.raises(PortError, match=r"cannot listen on 10\.9\.9\.9:0 \(--rls-grpc\): \S"):
+        check_free(Address("10.9.9.9", 0), "--rls-grpc")
+    with pytest.raises(PortError, match=r"cannot listen on 10\.9\.9\.9: \S"):
+        pick_free_port("10.9.9.9")
+
+
 def test_upstream_urls() -> None:
     u = parse_upstream("http://mimir:8080/api/v1/push")
     assert (u.host, u.port, u.path_rewrite) == ("mimir", 8080, None)
@@ -229,6 +242,12 @@ def test_missing_envoy_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.Mo
         (["--workers", "0"], "--workers must be >= 1"),
         (["--duration", "0"], "--duration must be > 0"),
         (["--upstream", "http://h", "--sink-listen", ":1"], "--sink-listen"),
+        (
+            ["--ephemeral-ports", "--rls-grpc", "10.9.9.9:0"],
+            "cannot listen on 10.9.9.9:0 (--rls-grpc, the RLS's gRPC): ",
+        ),
+        (["--duration", "5x"], "argument --duration: invalid duration '5x'"),
+        (["--stop-timeout", "0s"], "--stop-timeout must be > 0"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
@@ -241,6 +260,7 @@ def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
     )
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_bad_overrides_exit_2_with_the_line(tmp_path: Path) -> None:

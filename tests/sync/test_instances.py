@@ -30,6 +30,7 @@ from mimir_edge.sync.controller import Controller
 from mimir_edge.sync.file_source import FileSource
 from mimir_edge.sync.metrics import SyncMetrics
 from mimir_edge.sync.targets import DnsTargets, Pusher, StaticTargets
+from tests.e2e.harness import free_port
 from tests.e2e.rls_process import RlsProcess
 from tests.rls.test_service import check
 from tests.sync.k8s_standin import StandinApiServer, endpoint_slice
@@ -326,3 +327,18 @@ def test_push_instances_is_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch)
     assert parser().parse_args(["overrides-sync", "--no-push-instances"]).push_instances is False
     monkeypatch.setenv("MIMIR_EDGE_PUSH_INSTANCES", "false")
     assert parser().parse_args(["overrides-sync"]).push_instances is False
+
+
+def test_a_static_target_that_does_not_answer_is_not_counted(fakes: list[FakeRls]) -> None:
+    """With one replica of a static --targets list down, the others share the traffic between
+    themselves: enforcing 1/3 each would refuse pushes within the tenant's limit."""
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    src = ManualSource()
+    ctl = controller(StaticTargets([fakes[0].url, fakes[1].url, dead]), src)
+    with running(ctl):
+        src.put(runtime(a=100))
+        wait_until(lambda: [r.instances for r in fakes[:2]] == [2, 2], 5, "count 2")
+        # A third replica that answers counts from the round after its first answer.
+        targets = StaticTargets([r.url for r in fakes])
+        ctl.target_source = targets
+        wait_until(lambda: [r.instances for r in fakes] == [3, 3, 3], 5, "count 3")

@@ -397,6 +397,17 @@ def test_endpoint_slices_ready_addresses_named_port(standin: StandinApiServer) -
     assert standin.stats["endpointslices_404"] == 0
 
 
+def test_endpoint_slices_leave_out_terminating_pods(standin: StandinApiServer) -> None:
+    """Behind a Service with publishNotReadyAddresses (the RLS chart's -sync Service) a pod
+    being replaced is still listed as ready, but terminating: it is not a target, and not
+    counted in the replica count each RLS divides its limits by."""
+    slice_ = endpoint_slice("rls-a", [("10.0.0.1", True), ("10.0.0.2", True)], [("http", 9090)])
+    slice_["endpoints"][1]["conditions"]["terminating"] = True
+    standin.set_endpoint_slices(NS, "rls-sync", [slice_])
+    targets = kube.endpoints_targets(NS, "rls-sync", "http", api_client=standin.api_client())
+    assert targets.targets() == ["http://10.0.0.1:9090"]
+
+
 def test_endpoint_slices_one_address_family(standin: StandinApiServer) -> None:
     ports: list[tuple[str | None, int]] = [(None, 9090)]
     v6 = endpoint_slice("rls-v6", [("fd00::1", True)], ports, address_type="IPv6")

@@ -77,3 +77,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "mimir-rls.number" -}}
 {{- if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ float64 . }}{{ end }}
 {{- end }}
+
+{{/* The Service overrides-sync pushes through: every pod, ready or not. */}}
+{{- define "mimir-rls.syncName" -}}
+{{- printf "%s-sync" (include "mimir-rls.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Whether the pods wait for overrides-sync's first push before turning ready. */}}
+{{- define "mimir-rls.waitForLimits" -}}
+{{- if and (not .Values.overrides.configMap) .Values.overrides.waitForSync.enabled }}true{{ end }}
+{{- end }}

@@ -20,7 +20,8 @@ The ``--json`` document (``version`` 1; keys are stable, new ones may be added):
     config           url, protocol (1|2), tenants [names], concurrency, rate (req/s or null:
                      closed loop), duration_s, requests (limit or null), series,
                      samples_per_request (null with a corpus), exemplars, histograms, corpus
-    elapsed_s        wall time from the first send to the last answer
+    elapsed_s        wall time from the start signal (once every worker thread exists) to
+                     the last worker finishing
     interrupted      true if stopped early (Ctrl-C, SIGTERM)
     requests         total (sends attempted), answered (got an HTTP status), ok (2xx),
                      connection_errors (no HTTP status), skipped (open loop: came due while
@@ -41,7 +42,13 @@ from mimir_edge.loadgen.bodies import Body, CorpusError, load_corpus, make_bodie
 from mimir_edge.loadgen.command import add_parser
 from mimir_edge.loadgen.config import ConfigError, LoadConfig
 from mimir_edge.loadgen.durations import parse_duration
-from mimir_edge.loadgen.report import Counts, LatencyHistogram, LoadReport, TenantReport
+from mimir_edge.loadgen.report import (
+    Counts,
+    LatencyHistogram,
+    LoadReport,
+    TenantReport,
+    format_table,
+)
 from mimir_edge.loadgen.runner import Progress, TargetUnreachable, run
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "TargetUnreachable",
     "TenantReport",
     "add_parser",
+    "format_table",
     "load_corpus",
     "make_bodies",
     "parse_duration",

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mimir_edge import __version__
+from mimir_edge._http import parse_content_length
 
 __all__ = ["Connection", "ProtocolError", "Target", "error_reason", "parse_url"]
 
 _MAX_HEAD = 64 * 1024
 _KEEP_BODY = 512  # bytes of a response body kept for the report
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class ProtocolError(OSError):
@@ -206,20 +208,29 @@ class Connection:
         elif status in (204, 304):
             self.last_body = b""
         else:  # no length: the body runs to the end of the stream
-            while self._fill():
-                pass
-            self.last_body = bytes(buf[:_KEEP_BODY])
+            kept = bytes(buf[:_KEEP_BODY])
             buf.clear()
+            while self._fill():  # one read at a time: only the start is kept
+                kept += bytes(buf[: _KEEP_BODY - len(kept)])
+                buf.clear()
+            self.last_body = kept
             close = True
         return status, close
 
     def _skip(self, n: int) -> None:
+        """Consume ``n`` body bytes, one read at a time, keeping the first ``_KEEP_BODY``."""
         buf = self._buf
-        while len(buf) < n:
+        kept = bytearray()
+        while True:
+            take = min(n, len(buf))
+            kept += buf[: min(take, _KEEP_BODY - len(kept))]
+            del buf[:take]
+            n -= take
+            if n == 0:
+                break
             if not self._fill():
                 raise ProtocolError("connection closed in the middle of a response body")
-        self.last_body = bytes(buf[: min(n, _KEEP_BODY)])
-        del buf[:n]
+        self.last_body = bytes(kept)
 
     def _line(self) -> bytes:
         buf = self._buf
@@ -233,10 +244,10 @@ class Connection:
     def _skip_chunked(self) -> None:
         kept = bytearray()
         while True:
-            try:
-                size = int(self._line().split(b";")[0].strip(), 16)
-            except ValueError:
-                raise ProtocolError("bad chunk size in a chunked response body") from None
+            digits = self._line().split(b";")[0].strip()
+            if not digits or not _HEX.issuperset(digits):  # int() takes "-5", "0x5", "_"
+                raise ProtocolError("bad chunk size in a chunked response body")
+            size = int(digits, 16)
             if size == 0:
                 while self._line():  # trailers, then the empty line
                     pass
@@ -262,10 +273,10 @@ def _parse_head(lines: list[bytes]) -> tuple[int, bool, int | None, bool]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise ProtocolError(f"bad Content-Length {value.strip()[:40]!r}") from None
+            # A negative length would desynchronise the connection: an error, it reconnects.
+            length = parse_content_length(value)
+            if length is None:
+                raise ProtocolError(f"bad Content-Length {value.strip()[:40]!r}")
         elif name == b"transfer-encoding":
             chunked = b"chunked" in value.lower()
         elif name == b"connection":

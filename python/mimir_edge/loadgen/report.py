@@ -10,7 +10,14 @@ from typing import Any
 from mimir_edge import WriteStats
 from mimir_edge.loadgen.config import LoadConfig
 
-__all__ = ["Counts", "LatencyHistogram", "LoadReport", "TenantReport", "format_table"]
+__all__ = [
+    "JSON_VERSION",
+    "Counts",
+    "LatencyHistogram",
+    "LoadReport",
+    "TenantReport",
+    "format_table",
+]
 
 #: Version of the ``--json`` document; bumped only if a key changes meaning or goes away.
 JSON_VERSION = 1

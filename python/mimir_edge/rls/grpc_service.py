@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mimir_edge._native import Engine
 
-__all__ = ["AUTHZ_SERVICE", "RATELIMIT_SERVICE", "build_server", "set_not_serving"]
+__all__ = ["AUTHZ_SERVICE", "RATELIMIT_SERVICE", "build_server", "set_not_serving", "set_serving"]
 
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 RATELIMIT_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
@@ -64,6 +64,11 @@ def build_server(
     for name in ("", AUTHZ_SERVICE, RATELIMIT_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer
+
+
+def set_serving(health_servicer: Any) -> None:
+    for name in ("", AUTHZ_SERVICE, RATELIMIT_SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
 def set_not_serving(health_servicer: Any) -> None:

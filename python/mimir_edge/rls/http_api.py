@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from mimir_edge._http import parse_content_length
 from mimir_edge.limits import LimitSet
 
 if TYPE_CHECKING:
@@ -152,12 +153,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             self._refuse(401, {"error": "a valid `Authorization: Bearer <token>` is required"})
             return
-        raw_length = (self.headers.get("Content-Length") or "0").strip()
-        if not raw_length.isascii() or not raw_length.isdigit():
-            # Negative would read to EOF (a hang); anything else is not a length.
+        raw_length = self.headers.get("Content-Length")
+        # Negative would read to EOF (a hang); anything else is not a length.
+        length = 0 if raw_length is None else parse_content_length(raw_length)
+        if length is None:
             self._refuse(400, {"error": f"bad Content-Length {raw_length!r}"})
             return
-        length = int(raw_length)
         if length > MAX_ADMIN_BODY:
             self._refuse(413, {"error": f"limit set larger than {MAX_ADMIN_BODY} bytes"})
             return
@@ -177,4 +178,5 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def do_POST(self) -> None:
-        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use GET or PUT"})
+        # The body is not read: the connection closes, so it is never taken for a request.
+        self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use GET or PUT"})

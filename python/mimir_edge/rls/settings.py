@@ -46,6 +46,8 @@ class Settings:
     grpc_threads: int = 4
     log_level: str = "info"
     deny_log_per_second: int = 20
+    wait_for_limits: bool = False
+    wait_for_limits_timeout_seconds: float = 0.0
 
     def defaults(self) -> dict[str, Any]:
         """Default limits given by flags (Mimir's defaults for the others)."""
@@ -219,6 +221,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.deny_log_per_second,
         type=int,
     )
+    flag(
+        "wait-for-limits",
+        "answer /readyz 503 (and gRPC health NOT_SERVING) until a limit set arrives through "
+        "the admin API, so no traffic meets the defaults first (for replicas fed by "
+        "overrides-sync; --overrides counts as having limits)",
+        d.wait_for_limits,
+    )
+    opt(
+        "--wait-for-limits-timeout-seconds",
+        "with --wait-for-limits: become ready anyway, with the defaults, after this long "
+        "without a limit set, and log a warning (0: wait indefinitely)",
+        default=d.wait_for_limits_timeout_seconds,
+        type=float,
+    )
 
 
 def from_args(ns: argparse.Namespace) -> Settings:
@@ -232,4 +248,6 @@ def from_args(ns: argparse.Namespace) -> Settings:
         raise SystemExit("--instances must be >= 1")
     if s.bytes_per_sample < 1:
         raise SystemExit("--bytes-per-sample must be >= 1")
+    if s.wait_for_limits_timeout_seconds < 0:
+        raise SystemExit("--wait-for-limits-timeout-seconds must be >= 0")
     return s

@@ -12,7 +12,6 @@ supervisor's, at start or after an ``--overrides`` reload) means ``--instances``
 from __future__ import annotations
 
 import collections
-import ctypes
 import json
 import os
 import signal
@@ -23,19 +22,32 @@ from pathlib import Path
 from typing import Any
 
 from mimir_edge._native import Engine
+from mimir_edge._process import die_with_parent
 from mimir_edge.limits import LimitSet
 from mimir_edge.rls import logs
-from mimir_edge.rls.grpc_service import build_server, set_not_serving
+from mimir_edge.rls.grpc_service import build_server, set_not_serving, set_serving
 from mimir_edge.rls.http_api import AdminServer
 from mimir_edge.rls.settings import Settings
 
-__all__ = ["WorkerState", "limits_path_for", "main", "read_limits", "run", "write_limits"]
+__all__ = [
+    "WorkerState",
+    "limits_path_for",
+    "main",
+    "read_limits",
+    "read_published",
+    "run",
+    "write_limits",
+]
 
 RATE_WINDOW_S = 60.0
 SNAPSHOT_EVERY_S = 5.0
 #: The published file's key for the replica count, beside the limit set's own keys (which
 #: ``LimitSet.from_json`` reads; it ignores this one).
 INSTANCES_KEY = "instances"
+#: The published file's mark of a set received through the admin API (overrides-sync's push),
+#: as opposed to the supervisor's defaults: with --wait-for-limits, every worker of the
+#: instance turns ready once any of them took a PUT.
+RECEIVED_KEY = "received"
 #: A gauge beside the engine's metrics: the replica count this worker shares rates with.
 INSTANCES_METRIC = "rls_instances"
 _INSTANCES_HELP = (
@@ -57,13 +69,19 @@ def engine_limits(limit_set: LimitSet, settings: Settings) -> tuple[dict[str, An
     return defaults, tenants
 
 
-def write_limits(path: Path, limit_set: LimitSet, *, instances: int | None = None) -> None:
+def write_limits(
+    path: Path, limit_set: LimitSet, *, instances: int | None = None, received: bool = False
+) -> None:
     """Atomically replace the published limit set (readers never see half a file), with the
-    replica count in force (None: each worker's ``--instances``)."""
+    replica count in force (None: each worker's ``--instances``); ``received``: the set came
+    through the admin API."""
     text = limit_set.to_json()
-    if instances is not None:
+    if instances is not None or received:
         doc = json.loads(text)
-        doc[INSTANCES_KEY] = instances
+        if instances is not None:
+            doc[INSTANCES_KEY] = instances
+        if received:
+            doc[RECEIVED_KEY] = True
         text = json.dumps(doc, sort_keys=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -73,12 +91,19 @@ def write_limits(path: Path, limit_set: LimitSet, *, instances: int | None = Non
 def read_limits(path: Path) -> tuple[LimitSet, int | None]:
     """The published limit set and replica count (None: not given). Raises OSError or
     ValueError (LimitsError is one)."""
+    limit_set, count, _ = read_published(path)
+    return limit_set, count
+
+
+def read_published(path: Path) -> tuple[LimitSet, int | None, bool]:
+    """:func:`read_limits` plus whether the set came through the admin API."""
     text = path.read_text()
     limit_set = LimitSet.from_json(text)
-    count = json.loads(text).get(INSTANCES_KEY)
+    doc = json.loads(text)
+    count = doc.get(INSTANCES_KEY)
     if count is not None and (type(count) is not int or count < 1):
         raise ValueError(f"{path}: {INSTANCES_KEY} must be an integer >= 1, got {count!r}")
-    return limit_set, count
+    return limit_set, count, doc.get(RECEIVED_KEY) is True
 
 
 class WorkerState:
@@ -97,23 +122,40 @@ class WorkerState:
         self.instances = settings.instances
         self.ready = False
         self.draining = False
+        #: A set came through the admin API (here or on another worker); never reset.
+        self.limits_received = False
+        #: --wait-for-limits-timeout-seconds counts from the supervisor's publication of the
+        #: defaults (the file's mtime), so a restarted worker does not wait afresh.
+        self._waiting_since = _mtime(self.limits_path)
+        self._gave_up_waiting = False
         self._lock = threading.Lock()
         self._history: collections.deque[tuple[float, dict[str, dict[str, Any]]]] = (
             collections.deque()
         )
         self._deny_log = logs.DenyLogger(log, settings.deny_log_per_second)
 
-    def apply(self, limit_set: LimitSet, generation: int, instances: int | None = None) -> None:
+    def apply(
+        self,
+        limit_set: LimitSet,
+        generation: int,
+        instances: int | None = None,
+        *,
+        force: bool = False,
+    ) -> bool:
         """Enforce ``limit_set`` as ``generation``, sharing every rate with ``instances``
-        replicas (None: ``--instances``)."""
+        replicas (None: ``--instances``). False (nothing done) when that generation or a newer
+        one is in force already, unless ``force``: the HTTP and tick threads may both load
+        the same publication."""
         count = instances or self.settings.instances
         defaults, tenants = engine_limits(limit_set, self.settings)
         with self._lock:
-            if generation < self.engine.limits_generation:
-                return  # a newer publication was applied meanwhile (another thread)
+            in_force = self.engine.limits_generation
+            if generation < in_force or (generation == in_force and not force):
+                return False
             self.engine.set_limits(defaults, tenants, generation=generation, share=1.0 / count)
             self.limit_set = limit_set
             self.instances = count
+        return True
 
     def in_force(self) -> tuple[LimitSet, int]:
         """The limit set and replica count this worker enforces, read together."""
@@ -125,11 +167,14 @@ class WorkerState:
         if not force and generation == self.engine.limits_generation:
             return
         try:
-            limit_set, instances = read_limits(self.limits_path)
+            limit_set, instances, received = read_published(self.limits_path)
         except (OSError, ValueError) as e:
             self.log.error("cannot load published limits", extra={"fields": {"error": str(e)}})
             return
-        self.apply(limit_set, generation, instances)
+        applied = self.apply(limit_set, generation, instances, force=force)
+        self.limits_received = self.limits_received or received
+        if not applied:
+            return  # another thread loaded it meanwhile (and said so)
         self.log.info(
             "limits loaded",
             extra={
@@ -152,15 +197,19 @@ class WorkerState:
         with self._lock:
             count = self.instances if instances is None else instances
             same_set = limit_set.to_json() == self.limit_set.to_json()
-            if same_set and count == self.instances:
+            # A replica waiting for limits publishes even the set it holds (the defaults
+            # overrides-sync happens to send): the mark is what wakes the other workers.
+            first = self.settings.wait_for_limits and not self.limits_received
+            if same_set and count == self.instances and not first:
                 self.engine.touch_limits(unix_ns=time.time_ns())
                 return self.engine.limits_generation
             confirmed_ns = self.engine.limits_updated_unix_ns
-            write_limits(self.limits_path, limit_set, instances=count)
+            write_limits(self.limits_path, limit_set, instances=count, received=True)
             generation = self.engine.publish_generation(unix_ns=time.time_ns())
-            if same_set:
+            if same_set and not first:
                 self.engine.touch_limits(unix_ns=confirmed_ns)
         self.apply(limit_set, generation, count)
+        self.limits_received = True
         return generation
 
     def readiness(self) -> tuple[bool, str]:
@@ -168,7 +217,26 @@ class WorkerState:
             return False, "draining"
         if not self.ready:
             return False, "starting"
+        if not self.has_limits():
+            return False, "waiting for limits"
         return True, "ready"
+
+    def has_limits(self) -> bool:
+        """Whether this instance may take traffic as far as limits go: always, unless
+        --wait-for-limits and no set came yet (--overrides counts as one), nor did the
+        --wait-for-limits-timeout-seconds pass."""
+        s = self.settings
+        if not s.wait_for_limits or s.overrides or self.limits_received or self._gave_up_waiting:
+            return True
+        waited = time.time() - self._waiting_since
+        if 0 < s.wait_for_limits_timeout_seconds <= waited:
+            self._gave_up_waiting = True
+            self.log.warning(
+                "no limit set received in time; ready with the default limits",
+                extra={"fields": {"waited_s": round(waited, 1)}},
+            )
+            return True
+        return False
 
     def metrics(self) -> str:
         text = self.engine.render_metrics(workers=self.settings.workers, unix_ns=time.time_ns())
@@ -231,6 +299,10 @@ def run(settings: Settings, index: int) -> int:
         threads=settings.grpc_threads,
         max_message_bytes=settings.max_message_bytes,
     )
+    # gRPC health follows /readyz: NOT_SERVING while waiting for limits.
+    grpc_serving = state.has_limits()
+    if not grpc_serving:
+        set_not_serving(health)
     http = AdminServer(settings.http_listen, state)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -250,6 +322,10 @@ def run(settings: Settings, index: int) -> int:
     )
     while not stop.wait(0.2):
         state.tick()
+        if not grpc_serving and state.has_limits():
+            set_serving(health)
+            grpc_serving = True
+            log.info("ready: no longer waiting for limits")
 
     # Drain: fail readiness first so load balancers stop sending, then let in-flight
     # checks finish within the grace period.
@@ -265,18 +341,17 @@ def run(settings: Settings, index: int) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker if the supervisor dies (even by SIGKILL), so no
-    orphan keeps serving on the port."""
+def _mtime(path: Path) -> float:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    # The parent died before prctl took effect: we were re-parented. Compared with the
-    # supervisor's PID, not with 1: in a container the supervisor itself may be PID 1.
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this worker if the supervisor dies, so no orphan keeps serving on the port."""
     supervisor = os.environ.get("MIMIR_EDGE_SUPERVISOR_PID")
-    if supervisor and os.getppid() != int(supervisor):
+    if not die_with_parent(int(supervisor) if supervisor else None):
         os.kill(os.getpid(), signal.SIGTERM)
 
 

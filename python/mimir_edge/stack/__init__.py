@@ -17,6 +17,8 @@ import argparse
 from importlib import resources
 from typing import Any
 
+from mimir_edge.loadgen.durations import parse_duration
+
 __all__ = ["add_parser", "default_overrides_text"]
 
 DEFAULTS = {
@@ -31,6 +33,14 @@ DEFAULTS = {
 def default_overrides_text() -> str:
     """The limits ``up`` enforces without ``--overrides`` (also examples/overrides.yaml)."""
     return resources.files(__name__).joinpath("default_overrides.yaml").read_text("utf-8")
+
+
+def _duration(text: str) -> float:
+    """A duration as ``mimir-edge load`` takes it: ``5m``, ``1h30m``, ``500ms`` or seconds."""
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -96,34 +106,37 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="also push demo traffic (mimir-edge load) as team-a, under its limit, and "
         "team-b, over it",
     )
+    # Durations: Go's form (500ms, 30s, 5m, 1h30m) or a plain number of seconds.
     p.add_argument(
         "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="stop after this long once ready (default: run until Ctrl-C or SIGTERM)",
+        type=_duration,
+        metavar="DURATION",
+        help="stop after this long once ready, e.g. 5m or 300 (seconds) (default: run until "
+        "Ctrl-C or SIGTERM)",
     )
     p.add_argument(
         "--table-interval",
-        type=float,
+        type=_duration,
         default=5.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="when stdout is not a terminal, print the table at most this often, and only "
-        "when it changed (default: %(default)s)",
+        "when it changed; 30s, 1m or seconds (default: %(default)s s)",
     )
     p.add_argument(
         "--startup-timeout",
-        type=float,
+        type=_duration,
         default=30.0,
-        metavar="SECONDS",
-        help="how long each part may take to become ready (default: %(default)s)",
+        metavar="DURATION",
+        help="how long each part may take to become ready; 1m, 45s or seconds "
+        "(default: %(default)s s)",
     )
     p.add_argument(
         "--stop-timeout",
-        type=float,
+        type=_duration,
         default=10.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="after SIGTERM, how long a part may take to exit before SIGKILL "
-        "(default: %(default)s)",
+        "(Go's form such as 10s, or seconds) (default: %(default)s s)",
     )
     p.add_argument(
         "--log-dir",

@@ -53,8 +53,29 @@ class Child:
         return self.proc.pid
 
     def poll(self) -> int | None:
-        """The exit status if it has exited (negative: killed by that signal), else None."""
-        return None if self.proc is None else self.proc.poll()
+        """The exit status if it has exited (negative: killed by that signal), else None.
+
+        An exited child is left a zombie (not reaped): its PID, which is also its process
+        group's ID, stays taken until :meth:`reap`, so :meth:`kill_group` can never reach an
+        unrelated group that got the number after it."""
+        if self.proc is None or self.proc.returncode is not None:
+            return None if self.proc is None else self.proc.returncode
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped elsewhere: Popen knows the status
+            return self.proc.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def wait_exit(self, timeout_s: float) -> bool:
+        """Whether it exits within ``timeout_s`` (without reaping it, as :meth:`poll`)."""
+        deadline = time.monotonic() + timeout_s
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def exit_description(self) -> str:
         """``exited with code 1``, ``was killed by SIGKILL`` or ``is running``."""
@@ -97,11 +118,19 @@ class Child:
 
     def kill_group(self) -> None:
         """SIGKILL to everything left in its process group (its session's leader is the
-        child, so the group ID is its PID)."""
-        if self.proc is None:
+        child, so the group ID is its PID). Never once it is reaped: the number may then
+        belong to someone else."""
+        if self.proc is None or self.proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        """Sweep its process group, then reap it (waits for it to exit)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.kill_group()
+        self.proc.wait()
 
 
 def _signal_name(number: int) -> str:
@@ -113,21 +142,17 @@ def _signal_name(number: int) -> str:
 
 def stop_all(children: Sequence[Child], timeout_s: float) -> list[Child]:
     """SIGTERM every running child, wait up to ``timeout_s`` for all of them, then SIGKILL
-    what is left; finally sweep each child's process group (nothing it started survives).
-    Returns the children that had to be killed."""
+    what is left; finally sweep each child's process group (nothing it started survives) and
+    reap the child. Returns the children that had to be killed."""
     running = [c for c in children if c.poll() is None]
     for c in running:
         c.terminate()
     deadline = time.monotonic() + timeout_s
     killed: list[Child] = []
     for c in running:
-        assert c.proc is not None
-        try:
-            c.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if not c.wait_exit(max(0.0, deadline - time.monotonic())):
             killed.append(c)
             c.kill_group()
-            c.proc.wait()
     for c in children:
-        c.kill_group()
+        c.reap()  # the group is swept while the exited child still holds its ID
     return killed

@@ -11,13 +11,12 @@ every child from its main thread.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
+from mimir_edge._process import die_with_parent
+
+__all__ = ["main"]
 
 
 def main(argv: list[str]) -> int:
@@ -27,9 +26,7 @@ def main(argv: list[str]) -> int:
         )
         return 2
     parent, command = int(argv[0]), argv[1:]
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: no such safety net
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
+    if not die_with_parent(parent):
         return 1  # ``up`` is already gone
     try:
         os.execvp(command[0], command)

@@ -50,10 +50,9 @@ def check_free(addr: Address, what: str) -> None:
 
     The probe sets ``SO_REUSEADDR`` (as Envoy and grpc do) so that a port left in TIME_WAIT by
     a previous run counts as free, but not ``SO_REUSEPORT``: the RLS binds with it, and
-    without this check a second stack would silently share the first one's RLS port.
+    without this check a second stack would silently share the first one's RLS port. Port 0
+    is probed too: the host must be one of this machine's addresses.
     """
-    if addr.port == 0:
-        return
     with socket.socket(_family(addr.host), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -64,13 +63,16 @@ def check_free(addr: Address, what: str) -> None:
                     f"port {addr.port} is already in use ({what}, {addr}); "
                     "stop what listens there or choose another port"
                 ) from None
-            raise PortError(f"cannot listen on {addr} ({what}): {e.strerror}") from None
+            raise PortError(f"cannot listen on {addr} ({what}): {e.strerror or e}") from None
 
 
 def pick_free_port(host: str) -> int:
     """A port on ``host`` that was free a moment ago (for children that need a fixed port,
-    such as the RLS, whose workers all bind the same one)."""
+    such as the RLS, whose workers all bind the same one). Raises :class:`PortError`."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+        try:
+            s.bind((host, 0))
+        except OSError as e:
+            raise PortError(f"cannot listen on {host}: {e.strerror or e}") from None
         port: int = s.getsockname()[1]
         return port

@@ -18,13 +18,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mimir_edge import CONTENT_TYPE_V2, RemoteWriteError, WriteStats, scan_remote_write
+from mimir_edge._http import parse_content_length
+from mimir_edge.envoy_config import PUSH_PATH, EnvoyConfig
 
 __all__ = ["MAX_BODY_BYTES", "RemoteWriteSink", "TenantTotals"]
 
-PUSH_PATH = "/api/v1/push"
 #: Mimir's default ``-distributor.max-recv-msg-size``.
 MAX_BODY_BYTES = 100 << 20
-TENANT_HEADER = "X-Scope-OrgID"
+#: Mimir's tenant header (the RLS and Envoy take theirs from settings; the sink is Mimir).
+TENANT_HEADER = EnvoyConfig.tenant_header
 
 
 @dataclass
@@ -196,8 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if self.path.split("?", 1)[0] != PUSH_PATH:
-            self._drain_body()
-            self._send(404, "404 page not found\n")
+            if self._drain_body():
+                self._send(404, "404 page not found\n")
             return
         body = self._read_body()
         if body is None:
@@ -228,13 +230,33 @@ class _Handler(BaseHTTPRequestHandler):
             }
         self._send(200, headers=headers)
 
-    def _drain_body(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= MAX_BODY_BYTES:
-            self.rfile.read(length)
+    def _drain_body(self) -> bool:
+        """Read and drop the body of a request refused anyway. False when it cannot be (a bad
+        or too large Content-Length): then 400/413 is answered. A body left unread closes the
+        connection, so it is never taken for the next request."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            return True
+        raw = self.headers.get("Content-Length")
+        length = 0 if raw is None else parse_content_length(raw)
+        if length is None or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            if length is None:
+                self._send(400, f"bad Content-Length {raw!r}\n")
+            else:
+                self._send(413, f"request body larger than {MAX_BODY_BYTES} bytes\n")
+            return False
+        while length > 0:
+            chunk = self.rfile.read(min(length, 64 * 1024))
+            if not chunk:
+                self.close_connection = True
+                break
+            length -= len(chunk)
+        return True
 
     def _read_body(self) -> bytes | None:
-        """The whole body (Content-Length or chunked); else answers 411/413 and returns None."""
+        """The whole body (Content-Length or chunked); else answers 400/411/413 and returns
+        None."""
         too_large = f"request body larger than {MAX_BODY_BYTES} bytes\n"
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             body = self._read_chunked()
@@ -242,16 +264,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._send(413, too_large)
             return body
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
+        raw = self.headers.get("Content-Length")
+        length = parse_content_length(raw)
+        if length is None:
             self.close_connection = True
-            self._send(411, "length required\n")
+            if raw is None:
+                self._send(411, "length required\n")
+            else:
+                self._send(400, f"bad Content-Length {raw!r}\n")
             return None
-        if int(length) > MAX_BODY_BYTES:
+        if length > MAX_BODY_BYTES:
             self.close_connection = True
             self._send(413, too_large)
             return None
-        return self.rfile.read(int(length))
+        return self.rfile.read(length)
 
     def _read_chunked(self) -> bytes | None:
         chunks: list[bytes] = []

@@ -92,7 +92,12 @@ def add_parser(
         "unset: the only one",
         None,
     )
-    opt("--targets", "RLS replicas, comma-separated host:port or URLs of their HTTP ports", None)
+    opt(
+        "--targets",
+        "RLS replicas, comma-separated host:port or URLs of their HTTP ports (the replica "
+        "count sent is the number that answered in the last round)",
+        None,
+    )
     opt(
         "--targets-dns",
         "host:port of a headless Service: every A/AAAA record is a replica, re-resolved "

@@ -27,7 +27,7 @@ from mimir_edge import limits
 from mimir_edge.limits import LimitsError, LimitSet, parse_runtime_config
 from mimir_edge.sync.base import Leadership, Snapshot, Source, TargetSource
 from mimir_edge.sync.metrics import SyncMetrics
-from mimir_edge.sync.targets import Pusher, TargetResult
+from mimir_edge.sync.targets import UNREACHABLE, Pusher, StaticTargets, TargetResult
 
 __all__ = ["AlwaysLeader", "Controller", "parse_snapshot_data"]
 
@@ -105,6 +105,8 @@ class Controller:
         #: Send each replica the number of replicas found (else each keeps its --instances).
         self.push_instances = push_instances
         self._last_count: int | None = None
+        #: A static list's replicas that answered in the last round (None: no round yet).
+        self._answered: set[str] | None = None
         # Leadership is re-read at least this often, so a new leader pushes promptly.
         self._tick = min(1.0, push_interval_seconds)
         self._lock = threading.Lock()
@@ -248,6 +250,15 @@ class Controller:
             was_leader = True
             self._wake.wait(min(self._tick, max(0.0, next_round - time.monotonic())))
 
+    def _replica_count(self, targets: list[str]) -> int:
+        """The replicas sharing the traffic. DNS and EndpointSlices list ready replicas only;
+        a static ``--targets`` list names them whether or not they run, so there only those
+        that answered in the last round count (all of them in the first): with one replica
+        down the others must not enforce 1/N and refuse pushes within the limit."""
+        if not isinstance(self.target_source, StaticTargets) or self._answered is None:
+            return len(targets)
+        return max(1, len(self._answered.intersection(targets)))
+
     def sync_once(self) -> list[TargetResult]:
         """One round: bring every replica to the last good set (nothing without one)."""
         with self._lock:
@@ -270,7 +281,7 @@ class Controller:
             self.metrics.targets_in_sync.set(0)
             self.log.error("no RLS replicas found")
             return []
-        count = len(targets) if self.push_instances else None
+        count = self._replica_count(targets) if self.push_instances else None
         if count is not None and count != self._last_count:
             self.log.info(
                 "replica count changed; each replica enforces 1/count of every rate",
@@ -312,6 +323,7 @@ class Controller:
                     "replica not synced; retrying next interval",
                     extra={"fields": {"target": r.target, "reason": r.reason, "error": r.error}},
                 )
+        self._answered = {r.target for r in results if r.reason != UNREACHABLE}
         self.metrics.targets_in_sync.set(in_sync)
         if healthy and in_sync == len(targets):
             self.metrics.last_success.set(time.time())

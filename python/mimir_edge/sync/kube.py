@@ -405,7 +405,11 @@ class EndpointsTargets:
             for ep in s.endpoints or []:
                 # An unset condition means "unknown", which the API says to treat as ready.
                 ready = ep.conditions.ready if ep.conditions else None
-                if ready is False or not ep.addresses:
+                # A Service with publishNotReadyAddresses (the RLS chart's -sync Service, so
+                # starting replicas get their limits) lists terminating pods as ready too:
+                # they are leaving, and counting them would shrink every replica's share.
+                terminating = ep.conditions.terminating if ep.conditions else None
+                if ready is False or terminating or not ep.addresses:
                     continue
                 # Only the first address has defined meaning (the controller writes exactly one).
                 urls.add(_url(ep.addresses[0], port))
