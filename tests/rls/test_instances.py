@@ -30,7 +30,7 @@ from mimir_edge._native import Engine
 from mimir_edge.limits import LimitSet
 from mimir_edge.rls.http_api import INSTANCES_HEADER, AdminServer
 from mimir_edge.rls.settings import Settings
-from mimir_edge.rls.worker import WorkerState, limits_path_for, read_limits, write_limits
+from mimir_edge.rls.worker import WorkerState, limits_path_for, read_published, write_limits
 from tests.e2e.harness import free_port
 from tests.rls.test_engine import SEC, T0, check_request, decide, headers_of
 from tests.rls.test_service import BODY
@@ -184,9 +184,10 @@ def test_the_count_in_force_again_only_marks_limits_fresh(rls: Rls) -> None:
     rls.follow()
     assert [w.in_force()[1] for w in rls.workers] == [3, 3]
     # The published file carries the count: a worker that (re)starts picks it up.
-    assert read_limits(limits_path_for(rls.workers[0].settings.table_path or "")) == (
+    assert read_published(limits_path_for(rls.workers[0].settings.table_path or "")) == (
         LimitSet.from_json(json.dumps(other)),
         3,
+        True,
     )
 
 

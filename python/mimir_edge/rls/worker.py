@@ -33,7 +33,6 @@ __all__ = [
     "WorkerState",
     "limits_path_for",
     "main",
-    "read_limits",
     "read_published",
     "run",
     "write_limits",
@@ -88,15 +87,9 @@ def write_limits(
     tmp.replace(path)
 
 
-def read_limits(path: Path) -> tuple[LimitSet, int | None]:
-    """The published limit set and replica count (None: not given). Raises OSError or
-    ValueError (LimitsError is one)."""
-    limit_set, count, _ = read_published(path)
-    return limit_set, count
-
-
 def read_published(path: Path) -> tuple[LimitSet, int | None, bool]:
-    """:func:`read_limits` plus whether the set came through the admin API."""
+    """The published limit set, the replica count (None: not given) and whether the set came
+    through the admin API. Raises OSError or ValueError (LimitsError is one)."""
     text = path.read_text()
     limit_set = LimitSet.from_json(text)
     doc = json.loads(text)
