@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import pytest
@@ -47,6 +46,7 @@ from tests.e2e.harness import (
     http_request,
     validate,
 )
+from tests.e2e.processes import Fixture
 
 GOOD = "good"  # the stand-in allows this tenant; denies every other
 LIMITED = "limited"  # the stand-in's ShouldRateLimit answers OVER_LIMIT for this tenant
@@ -67,7 +67,7 @@ def push_headers(tenant: str | None) -> dict[str, str]:
     return headers
 
 
-class StandInRls:
+class StandInRls(Fixture):
     """Stand-in for the RLS (the real one comes later): ext_authz ``Check`` and
     ``ShouldRateLimit`` on one gRPC server, recording every request.
 
@@ -137,7 +137,7 @@ class StandInRls:
 
     # Lifecycle.
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8),
             # Envoy sends up to ext_authz_max_request_bytes of body plus the headers;
@@ -149,20 +149,11 @@ class StandInRls:
         self.port = server.add_insecure_port(f"{LOCALHOST}:0")
         server.start()
         self._server = server
-        return self
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(grace=None).wait(5)
             self._server = None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def config(upstream_port: int, rls_port: int, **overrides: Any) -> EnvoyConfig:

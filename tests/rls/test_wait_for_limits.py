@@ -10,8 +10,6 @@ opens its own connection, so SO_REUSEPORT spreads them over both workers.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -35,13 +33,8 @@ class WaitingRls(RlsProcess):
     """An RLS that may not turn ready by itself: started once every worker serves
     (the log says so), whatever /readyz answers."""
 
-    def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mimir_edge.cli", "rls", *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    def wait_ready(self) -> None:
+        assert self.proc is not None
         workers = int(self.args[self.args.index("--workers") + 1])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
